@@ -1,0 +1,20 @@
+# The two entry points of a fresh machine; everything they need they set up.
+.PHONY: demo test setup guest bench
+
+# The main job: boot a guest and drive it through its agent (scripts/demo.sh).
+demo: guest
+	cargo build --release --quiet -p crvmm
+	bash scripts/demo.sh
+
+# Everything CI runs.
+test:
+	bash scripts/test.sh
+
+setup:
+	bash scripts/setup.sh
+
+guest: setup
+	bash scripts/build-guest.sh
+
+bench: guest
+	cargo bench -p crvmm-tests --bench qemu_boot

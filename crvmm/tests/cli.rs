@@ -1,0 +1,193 @@
+//! The `crvmm` command line end to end: boot, agent requests from another
+//! process, VM control, and teardown on Ctrl-C and on `crvmm stop`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
+
+const CRVMM: &str = env!("CARGO_BIN_EXE_crvmm");
+
+/// A `crvmm run` in the background, killed if the test fails.
+struct Running {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(base: &Path, name: &str, channel: &str) -> Running {
+        let guest = GuestImage::get();
+        let mut child = Command::new(CRVMM)
+            .arg("--run-dir")
+            .arg(base)
+            .args([
+                "run",
+                "--console",
+                "log",
+                "--engine",
+                "qemu",
+                "--channel",
+                channel,
+            ])
+            .args(["--name", name, "--kernel"])
+            .arg(&guest.vmlinux)
+            .arg("--initrd")
+            .arg(&guest.initramfs)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let running = Running { child, stderr: rx };
+        running.wait_for_line("agent ready");
+        running
+    }
+
+    fn wait_for_line(&self, needle: &str) -> String {
+        loop {
+            match self.stderr.recv_timeout(AGENT_TIMEOUT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("crvmm run never printed {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crvmm run did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn crvmm(base: &Path, args: &[&str]) -> Output {
+    Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(base)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_exec_files_control_and_ctrl_c() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.base();
+    let mut run = Running::start(base, "cli", "vsock");
+
+    let out = crvmm(
+        base,
+        &[
+            "agent",
+            "cli",
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.stderr, b"oops\n");
+
+    let host_file = base.join("payload.bin");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&host_file, &data).unwrap();
+    let out = crvmm(
+        base,
+        &["agent", "cli", "put", host_file.to_str().unwrap(), "/tmp/p"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crvmm(base, &["agent", "cli", "get", "/tmp/p", "-"]);
+    assert_eq!(out.stdout, data);
+    std::fs::remove_file(&host_file).unwrap();
+
+    let out = crvmm(base, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "cli");
+    assert_eq!(list[0]["engine"], "qemu");
+
+    assert!(crvmm(base, &["pause", "cli"]).status.success());
+    let table = String::from_utf8(crvmm(base, &["list"]).stdout).unwrap();
+    assert!(table.contains("paused"), "{table}");
+    let out = crvmm(base, &["agent", "cli", "hello"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is paused; resume it first"));
+    assert!(crvmm(base, &["resume", "cli"]).status.success());
+    let table = String::from_utf8(crvmm(base, &["list"]).stdout).unwrap();
+    assert!(table.contains("running"), "{table}");
+
+    // Unknown VM: a clear error listing the running ones.
+    let out = crvmm(base, &["agent", "nope", "hello"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running: cli"));
+
+    // Ctrl-C tears everything down.
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    assert_eq!(run.wait(Duration::from_secs(20)), 130);
+    sandbox.assert_clean();
+}
+
+#[test]
+fn stop_shuts_the_guest_down_cleanly() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.base();
+    let mut run = Running::start(base, "stopme", "serial");
+    let out = crvmm(base, &["stop", "stopme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        run.wait(Duration::from_secs(30)),
+        0,
+        "a guest shutdown exits 0"
+    );
+    sandbox.assert_clean();
+}
+
+#[test]
+fn bad_kernel_is_a_clear_error() {
+    let sandbox = Sandbox::new();
+    let out = Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(sandbox.base())
+        .args(["run", "--engine", "qemu", "--kernel", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/etc/hostname is not a Linux kernel"), "{err}");
+    sandbox.assert_clean();
+}

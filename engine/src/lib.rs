@@ -1,0 +1,94 @@
+//! Engines run a crvmm guest: boot it, connect to its agent, pause and resume
+//! it, and tear it down. [`Engine`] and [`Vm`] are the interface; the QEMU
+//! engine ([`qemu`]) implements it today, crvmm's own KVM VMM will too.
+//!
+//! Everything a running VM owns on the host (sockets, logs, its description
+//! for other `crvmm` processes) lives in one [`rundir::RunDir`], removed when
+//! the VM is torn down.
+
+pub mod agent;
+pub mod config;
+pub mod kernel;
+pub mod qemu;
+pub mod remote;
+pub mod rundir;
+pub mod vsock;
+
+mod error;
+mod process;
+mod qmp;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use agent::AgentEndpoint;
+pub use config::{AgentChannel, Console, EngineKind, VmConfig};
+pub use error::EngineError;
+pub use process::{find_program, log_tail};
+
+use crvmm_protocol::HelloInfo;
+
+/// Something that can boot guests.
+pub trait Engine {
+    /// The engine's name as the CLI spells it.
+    fn name(&self) -> &'static str;
+
+    /// Boots a guest as `config` describes and returns a handle to it. The
+    /// guest may still be booting when this returns: call
+    /// [`Vm::wait_agent`] to know when it is ready.
+    fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, EngineError>;
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest reset or powered off (a clean shutdown).
+    GuestShutdown,
+    /// The VMM process ended with this status (a crash or a kill).
+    Vmm(String),
+}
+
+impl std::fmt::Display for VmExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmExit::GuestShutdown => f.write_str("the guest shut down"),
+            VmExit::Vmm(status) => write!(f, "VMM {status}"),
+        }
+    }
+}
+
+/// A running guest. Dropping it tears the VM down (processes, sockets, run
+/// directory), whatever state it is in.
+pub trait Vm: Send {
+    /// The VM's name (also the name of its run directory).
+    fn name(&self) -> &str;
+
+    /// Where the VM keeps its sockets and description.
+    fn run_dir(&self) -> &Path;
+
+    /// The file the guest's serial console is written to.
+    fn serial_log(&self) -> &Path;
+
+    /// How to reach the guest agent.
+    fn agent_endpoint(&self) -> &AgentEndpoint;
+
+    /// Waits until the guest agent answers a hello, or `timeout` passes, or
+    /// the VM exits. Errors carry the tail of the serial log.
+    fn wait_agent(&mut self, timeout: Duration) -> Result<HelloInfo, EngineError>;
+
+    /// Stops all vCPUs; the guest keeps its state.
+    fn pause(&mut self) -> Result<(), EngineError>;
+
+    /// Lets a paused guest run again.
+    fn resume(&mut self) -> Result<(), EngineError>;
+
+    /// Returns how the VM ended, or `None` while it runs.
+    fn try_wait(&mut self) -> Result<Option<VmExit>, EngineError>;
+
+    /// Asks the agent to shut the guest down and waits up to `timeout` for
+    /// the VM to end; kills it if it does not.
+    fn shutdown(&mut self, timeout: Duration) -> Result<VmExit, EngineError>;
+
+    /// Ends the VM at once and removes what it owns on the host.
+    fn kill(&mut self);
+}

@@ -1,0 +1,456 @@
+//! The QEMU engine: `qemu-system-x86_64 -M microvm -accel tcg`, which runs
+//! our whole guest on any host, with nested or no hardware virtualization.
+//!
+//! The agent channel is virtio-vsock through rust-vmm's `vhost-device-vsock`
+//! (host side: Firecracker's `CONNECT <port>` Unix-socket protocol), or a
+//! virtio-serial port wired to a Unix socket, which keeps the VM migratable.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crvmm_protocol::{HelloInfo, AGENT_SERIAL_PORT_NAME, AGENT_VSOCK_PORT};
+
+use crate::agent::AgentEndpoint;
+use crate::config::{AgentChannel, Console, EngineKind, VmConfig};
+use crate::error::EngineError;
+use crate::process::{self, log_tail, Supervised};
+use crate::qmp::Qmp;
+use crate::rundir::{RunDir, VmRecord};
+use crate::{kernel, Engine, Vm, VmExit};
+
+/// The kernel command line every guest gets: serial console, and a reset
+/// (which the VMM turns into an exit) on reboot or panic.
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1";
+
+/// The vsock context id of every guest (each VM has its own vsock device,
+/// so they do not collide).
+pub const GUEST_CID: u32 = 3;
+
+const QEMU: &str = "qemu-system-x86_64";
+const QEMU_INSTALL: &str = "apt-get install -y qemu-system-x86";
+const VHOST_VSOCK: &str = "vhost-device-vsock";
+const VHOST_VSOCK_INSTALL: &str = "cargo install vhost-device-vsock";
+
+/// Boots guests under QEMU with software emulation.
+#[derive(Debug, Clone)]
+pub struct QemuEngine {
+    qemu: PathBuf,
+    run_base: PathBuf,
+}
+
+impl QemuEngine {
+    /// An engine whose VMs keep their run directories under `run_base`.
+    /// Fails, with the command that installs it, when QEMU is missing.
+    pub fn new(run_base: impl Into<PathBuf>) -> Result<QemuEngine, EngineError> {
+        Ok(QemuEngine {
+            qemu: process::find_program(QEMU, QEMU_INSTALL)?,
+            run_base: run_base.into(),
+        })
+    }
+}
+
+impl Engine for QemuEngine {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, EngineError> {
+        Ok(Box::new(QemuVm::boot(self, config)?))
+    }
+}
+
+/// A VM run by QEMU.
+pub struct QemuVm {
+    name: String,
+    // Field order is drop order: QEMU stops before its vsock backend, and
+    // the run directory goes last.
+    qemu: Supervised,
+    vhost: Option<Supervised>,
+    agent: AgentEndpoint,
+    serial_log: PathBuf,
+    qemu_log: PathBuf,
+    qmp_socket: PathBuf,
+    exit: Option<VmExit>,
+    run_dir: RunDir,
+}
+
+impl QemuVm {
+    fn boot(engine: &QemuEngine, config: &VmConfig) -> Result<QemuVm, EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        kernel::probe(&config.kernel)?;
+        if let Some(initrd) = &config.initrd {
+            std::fs::File::open(initrd).map_err(|source| EngineError::Initrd {
+                path: initrd.clone(),
+                source,
+            })?;
+        }
+        let vhost_bin = match config.agent_channel {
+            AgentChannel::Vsock => Some(process::find_program(VHOST_VSOCK, VHOST_VSOCK_INSTALL)?),
+            AgentChannel::Serial => None,
+        };
+        let run_dir = RunDir::create(&engine.run_base, &config.name)?;
+        let serial_log = run_dir.join("serial.log");
+        let qemu_log = run_dir.join("qemu.log");
+        let qmp_socket = run_dir.join("qmp.sock");
+
+        let mut args = base_args(config, &serial_log, &qmp_socket);
+        let (vhost, agent) = match vhost_bin {
+            Some(bin) => {
+                let backend = run_dir.join("vhost-vsock.sock");
+                let uds_path = run_dir.join("vsock.sock");
+                let log = run_dir.join("vhost-vsock.log");
+                let mut cmd = Command::new(bin);
+                cmd.arg("--vm").arg(format!(
+                    "guest-cid={GUEST_CID},socket={},uds-path={}",
+                    backend.display(),
+                    uds_path.display()
+                ));
+                redirect(&mut cmd, &log)?;
+                let mut vhost = Supervised::spawn(cmd, true)?;
+                process::wait_for_path(&backend, &mut vhost, &log, Duration::from_secs(10))?;
+                args.extend(vsock_args(&backend));
+                let agent = AgentEndpoint::Vsock {
+                    uds_path,
+                    port: AGENT_VSOCK_PORT,
+                };
+                (Some(vhost), agent)
+            }
+            None => {
+                let socket = run_dir.join("agent.sock");
+                args.extend(serial_agent_args(&socket));
+                (None, AgentEndpoint::Serial { socket })
+            }
+        };
+
+        let mut cmd = Command::new(&engine.qemu);
+        cmd.args(&args);
+        let terminal = config.console == Console::Terminal;
+        if terminal {
+            cmd.stdin(Stdio::inherit());
+            cmd.stdout(Stdio::inherit());
+            cmd.stderr(open_log(&qemu_log)?);
+        } else {
+            redirect(&mut cmd, &qemu_log)?;
+        }
+        // On a terminal QEMU must stay in our process group to read the tty.
+        let qemu = Supervised::spawn(cmd, !terminal)?;
+        let vm = QemuVm {
+            name: config.name.clone(),
+            qemu,
+            vhost,
+            agent,
+            serial_log,
+            qemu_log,
+            qmp_socket,
+            exit: None,
+            run_dir,
+        };
+        vm.run_dir.write_record(&VmRecord {
+            name: vm.name.clone(),
+            engine: EngineKind::Qemu,
+            owner_pid: std::process::id(),
+            vmm_pid: vm.qemu.pid(),
+            agent: vm.agent.clone(),
+            serial_log: vm.serial_log.clone(),
+            control_socket: vm.qmp_socket.clone(),
+        })?;
+        Ok(vm)
+    }
+
+    /// The tail of the serial log, and of QEMU's own log if it said anything.
+    fn diagnostics(&self) -> String {
+        let serial = log_tail(&self.serial_log, 25);
+        let qemu = log_tail(&self.qemu_log, 10);
+        match (serial.trim().is_empty(), qemu.trim().is_empty()) {
+            (_, true) => serial,
+            (true, false) => format!("(empty)\nQEMU said:\n{qemu}"),
+            (false, false) => format!("{serial}\nQEMU said:\n{qemu}"),
+        }
+    }
+
+    fn qmp(&self, command: &str) -> Result<(), EngineError> {
+        if let Some(exit) = &self.exit {
+            return Err(EngineError::State {
+                operation: "control the VM",
+                reason: format!("it has exited ({exit})"),
+            });
+        }
+        Qmp::connect(&self.qmp_socket, Duration::from_secs(10))?.execute(command, None)?;
+        Ok(())
+    }
+
+    /// How long one connection attempt may take. A serial line is polled
+    /// every half second. A vsock `CONNECT` is never abandoned early:
+    /// vhost-device-vsock 0.3.0 stops answering any later connection if a
+    /// host client goes away while its request is still queued for the guest
+    /// (as it is while the guest driver is not up yet). The guest answers
+    /// every request in the end, with OK or, while nothing listens, a reset.
+    fn attempt_timeout(&self, started: Instant, timeout: Duration) -> Duration {
+        if self.agent.is_serial() {
+            Duration::from_millis(500)
+        } else {
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1))
+        }
+    }
+
+    /// Checks that the vsock backend still runs; a VM without it has no agent.
+    fn check_vhost(&mut self) -> Result<(), EngineError> {
+        if let Some(vhost) = self.vhost.as_mut() {
+            if let Some(status) = vhost.try_wait() {
+                return Err(EngineError::HelperExited {
+                    program: vhost.program().into(),
+                    status,
+                    log_tail: log_tail(&self.run_dir.join("vhost-vsock.log"), 20),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Vm for QemuVm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    fn serial_log(&self) -> &Path {
+        &self.serial_log
+    }
+
+    fn agent_endpoint(&self) -> &AgentEndpoint {
+        &self.agent
+    }
+
+    fn wait_agent(&mut self, timeout: Duration) -> Result<HelloInfo, EngineError> {
+        let started = Instant::now();
+        let mut conn = None;
+        loop {
+            if let Some(exit) = self.try_wait()? {
+                return Err(EngineError::GuestExited {
+                    status: exit.to_string(),
+                    serial_tail: self.diagnostics(),
+                });
+            }
+            self.check_vhost()?;
+            if conn.is_none() {
+                conn = self
+                    .agent
+                    .connect(self.attempt_timeout(started, timeout))
+                    .ok();
+            }
+            if let Some(client) = conn.as_mut() {
+                match client.hello() {
+                    Ok(info) => return Ok(info),
+                    // A serial line just stays quiet until the agent reads
+                    // it: keep the connection and ask again. A vsock
+                    // connection that does not answer is dropped and opened
+                    // anew.
+                    Err(e) if e.is_timeout() && self.agent.is_serial() => {}
+                    Err(crvmm_protocol::ClientError::Version { agent, client }) => {
+                        return Err(crvmm_protocol::ClientError::Version { agent, client }.into())
+                    }
+                    Err(_) => conn = None,
+                }
+            }
+            if started.elapsed() >= timeout {
+                return Err(EngineError::AgentTimeout {
+                    secs: started.elapsed().as_secs_f64(),
+                    serial_tail: self.diagnostics(),
+                });
+            }
+            if conn.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn pause(&mut self) -> Result<(), EngineError> {
+        self.qmp("stop")
+    }
+
+    fn resume(&mut self) -> Result<(), EngineError> {
+        self.qmp("cont")
+    }
+
+    fn try_wait(&mut self) -> Result<Option<VmExit>, EngineError> {
+        if self.exit.is_none() {
+            self.exit = self.qemu.try_wait().map(|status| {
+                // With -no-reboot QEMU exits 0 when the guest resets.
+                if status == "exit status: 0" {
+                    VmExit::GuestShutdown
+                } else {
+                    VmExit::Vmm(status)
+                }
+            });
+        }
+        Ok(self.exit.clone())
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<VmExit, EngineError> {
+        if let Some(exit) = self.try_wait()? {
+            return Ok(exit);
+        }
+        let asked = self
+            .agent
+            .connect(Duration::from_secs(5))
+            .map_err(EngineError::from)
+            .and_then(|mut c| c.shutdown().map_err(EngineError::from));
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(exit) = self.try_wait()? {
+                self.kill();
+                return Ok(exit);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        match asked {
+            Err(e) => Err(e),
+            Ok(()) => Err(EngineError::State {
+                operation: "shut down the guest",
+                reason: format!("it did not stop within {timeout:?} and was killed"),
+            }),
+        }
+    }
+
+    fn kill(&mut self) {
+        self.qemu.stop(Duration::from_secs(2));
+        if let Some(vhost) = self.vhost.as_mut() {
+            vhost.stop(Duration::from_millis(500));
+        }
+        if self.exit.is_none() {
+            self.exit = Some(VmExit::Vmm("killed".into()));
+        }
+    }
+}
+
+impl Drop for QemuVm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn base_args(config: &VmConfig, serial_log: &Path, qmp: &Path) -> Vec<String> {
+    let mem = config.mem_mib;
+    let mut cmdline = String::from(BASE_CMDLINE);
+    if !config.extra_cmdline.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(&config.extra_cmdline);
+    }
+    let console = match config.console {
+        Console::LogOnly => format!("file,id=con0,path={}", serial_log.display()),
+        Console::Terminal => format!("stdio,id=con0,signal=on,logfile={}", serial_log.display()),
+    };
+    let mut args: Vec<String> = [
+        "-name",
+        &config.name,
+        "-M",
+        "microvm,x-option-roms=off,rtc=off,acpi=off,memory-backend=mem",
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        &format!("{mem}M"),
+        "-smp",
+        &config.vcpus.to_string(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-chardev",
+        &console,
+        "-serial",
+        "chardev:con0",
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", qmp.display()),
+        "-kernel",
+        &config.kernel.display().to_string(),
+        "-append",
+        &cmdline,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(initrd) = &config.initrd {
+        args.push("-initrd".into());
+        args.push(initrd.display().to_string());
+    }
+    args
+}
+
+fn vsock_args(backend: &Path) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        format!("socket,id=vsock0,path={}", backend.display()),
+        "-device".into(),
+        // The backend, not the device, owns the guest CID.
+        "vhost-user-vsock-device,chardev=vsock0".into(),
+    ]
+}
+
+fn serial_agent_args(socket: &Path) -> Vec<String> {
+    vec![
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=agent0,path={},server=on,wait=off",
+            socket.display()
+        ),
+        "-device".into(),
+        format!("virtserialport,chardev=agent0,name={AGENT_SERIAL_PORT_NAME}"),
+    ]
+}
+
+fn open_log(path: &Path) -> Result<std::fs::File, EngineError> {
+    std::fs::File::create(path).map_err(|source| EngineError::Spawn {
+        program: format!("(log file {})", path.display()),
+        source,
+    })
+}
+
+fn redirect(cmd: &mut Command, log: &Path) -> Result<(), EngineError> {
+    let out = open_log(log)?;
+    let err = out.try_clone().map_err(|source| EngineError::Spawn {
+        program: format!("(log file {})", log.display()),
+        source,
+    })?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_has_console_agent_and_no_reboot() {
+        let mut config = VmConfig::new("t", "/k");
+        config.initrd = Some("/i".into());
+        config.extra_cmdline = "quiet".into();
+        let mut args = base_args(
+            &config,
+            Path::new("/r/serial.log"),
+            Path::new("/r/qmp.sock"),
+        );
+        args.extend(serial_agent_args(Path::new("/r/agent.sock")));
+        let joined = args.join(" ");
+        assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains(&format!("-append {BASE_CMDLINE} quiet")));
+        assert!(joined.contains("-initrd /i"));
+        assert!(joined.contains("file,id=con0,path=/r/serial.log"));
+        assert!(joined.contains("name=org.crvmm.agent"));
+        assert!(joined.contains("size=256M,share=on"));
+    }
+}
