@@ -91,9 +91,9 @@ fn guest_runs_our_kernel_with_our_options_and_patches() {
     // Namespaces a container needs, the user namespace included.
     let ns = run(
         &mut agent,
-        "unshare -U -p -f -m -u -i -n sh -c 'hostname inside; hostname; echo $$'",
+        "unshare -r -p -f -m -u -i -n sh -c 'hostname inside; hostname; id -u; echo $$'",
     );
-    assert_eq!(ns, "inside\n1\n");
+    assert_eq!(ns, "inside\n0\n1\n", "user, pid and uts namespaces");
     assert_eq!(run(&mut agent, "nproc"), "2\n");
     drop(agent);
     drop(vm);
