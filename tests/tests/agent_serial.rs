@@ -60,12 +60,16 @@ fn pause_stops_the_guest_clock_and_resume_continues() {
         .exec(ExecRequest::new([
             "sh",
             "-c",
-            "(i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done) >/dev/null 2>&1 &",
+            "(i=0; while true; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; \
+             sleep 0.05; done) >/dev/null 2>&1 &",
         ]))
         .unwrap();
     let read = |agent: &mut crvmm_engine::agent::AgentConnection| -> u64 {
         let raw = agent.read_file("/tmp/n").unwrap();
-        String::from_utf8_lossy(&raw).trim().parse().unwrap_or(0)
+        let text = String::from_utf8_lossy(&raw);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("/tmp/n holds {text:?}"))
     };
     std::thread::sleep(Duration::from_millis(500));
     let before = read(&mut agent);
