@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use crvmm_engine::kvm::KvmEngine;
 use crvmm_engine::qemu::QemuEngine;
 use crvmm_engine::{AgentChannel, Console, Engine, VmConfig, VmExit};
 use crvmm_vmm::host::HostKvm;
@@ -19,7 +20,7 @@ pub enum EngineChoice {
     Qemu,
     /// crvmm's own VMM on /dev/kvm.
     Kvm,
-    /// kvm where it can run Linux, qemu otherwise.
+    /// kvm where it can run a Linux user space, qemu otherwise.
     Auto,
 }
 
@@ -74,7 +75,7 @@ pub enum Channel {
 }
 
 pub fn run(base: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let engine = pick_engine(args.engine, base)?;
+    let (engine, agent_can_run) = pick_engine(args.engine, base)?;
     let terminal = match args.console {
         ConsoleChoice::Auto => std::io::stdin().is_terminal(),
         ConsoleChoice::Terminal => true,
@@ -115,7 +116,7 @@ pub fn run(base: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             vm.run_dir().display()
         ),
     );
-    if args.agent_timeout > 0 && !stop.load(Ordering::Relaxed) {
+    if args.agent_timeout > 0 && agent_can_run && !stop.load(Ordering::Relaxed) {
         let info = vm.wait_agent(Duration::from_secs(args.agent_timeout))?;
         note(terminal, &format!(
             "agent ready after {:.2} s (kernel {}, agent {}, over {}); try: crvmm agent {} exec -- uname -a",
@@ -149,26 +150,28 @@ pub fn run(base: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn pick_engine(choice: EngineChoice, base: &Path) -> anyhow::Result<Box<dyn Engine>> {
+/// The engine to use, and whether its guests can run the agent here.
+fn pick_engine(choice: EngineChoice, base: &Path) -> anyhow::Result<(Box<dyn Engine>, bool)> {
     let kvm = HostKvm::probe();
-    match choice {
-        EngineChoice::Qemu => {}
-        EngineChoice::Kvm => match kvm.linux_guest_support() {
-            Err(why) => bail!("--engine kvm: {why}; run with --engine qemu instead"),
-            Ok(()) => bail!(
-                "--engine kvm: crvmm's KVM engine does not boot Linux guests in this build yet; \
-                 run with --engine qemu"
-            ),
-        },
-        EngineChoice::Auto => {
-            let why = kvm
-                .linux_guest_support()
-                .err()
-                .unwrap_or_else(|| "crvmm's KVM engine is not in this build yet".into());
+    let support = kvm.linux_guest_support();
+    match (choice, &support) {
+        (EngineChoice::Qemu, _) => Ok((Box::new(QemuEngine::new(base)?), true)),
+        (EngineChoice::Kvm, Err(why)) if kvm.nested_pvm => {
+            eprintln!(
+                "crvmm: {why}: the guest boots to the hand-over to init and stops there \
+                 (its first system call faults); use --engine qemu for a whole guest"
+            );
+            Ok((Box::new(KvmEngine::new(base)?), false))
+        }
+        (EngineChoice::Kvm, Err(why)) => bail!("--engine kvm: {why}; run with --engine qemu"),
+        (EngineChoice::Kvm | EngineChoice::Auto, Ok(())) => {
+            Ok((Box::new(KvmEngine::new(base)?), true))
+        }
+        (EngineChoice::Auto, Err(why)) => {
             eprintln!("crvmm: using the qemu engine: {why}");
+            Ok((Box::new(QemuEngine::new(base)?), true))
         }
     }
-    Ok(Box::new(QemuEngine::new(base)?))
 }
 
 /// Status lines go to stderr; on a raw terminal they need a carriage return.

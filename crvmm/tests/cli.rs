@@ -19,19 +19,18 @@ struct Running {
 
 impl Running {
     fn start(base: &Path, name: &str, channel: &str) -> Running {
+        let running = Self::spawn(base, name, &["--engine", "qemu", "--channel", channel]);
+        running.wait_for_line("agent ready");
+        running
+    }
+
+    fn spawn(base: &Path, name: &str, engine_args: &[&str]) -> Running {
         let guest = GuestImage::get();
         let mut child = Command::new(CRVMM)
             .arg("--run-dir")
             .arg(base)
-            .args([
-                "run",
-                "--console",
-                "log",
-                "--engine",
-                "qemu",
-                "--channel",
-                channel,
-            ])
+            .args(["run", "--console", "log"])
+            .args(engine_args)
             .args(["--name", name, "--kernel"])
             .arg(&guest.vmlinux)
             .arg("--initrd")
@@ -47,9 +46,7 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let running = Running { child, stderr: rx };
-        running.wait_for_line("agent ready");
-        running
+        Running { child, stderr: rx }
     }
 
     fn wait_for_line(&self, needle: &str) -> String {
@@ -189,5 +186,34 @@ fn bad_kernel_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/etc/hostname is not a Linux kernel"), "{err}");
+    sandbox.assert_clean();
+}
+
+#[test]
+fn kvm_engine_from_the_cli() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.base();
+    let mut run = Running::spawn(base, "k1", &["--engine", "kvm"]);
+    let nested_pvm = Path::new("/sys/module/kvm_pvm").exists();
+    if nested_pvm {
+        let line = run.wait_for_line("kvm_pvm");
+        assert!(line.contains("use --engine qemu"), "{line}");
+    }
+    run.wait_for_line("booting with the kvm engine");
+    let out = crvmm(base, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["engine"], "kvm");
+    assert!(crvmm(base, &["pause", "k1"]).status.success());
+    let table = String::from_utf8(crvmm(base, &["list"]).stdout).unwrap();
+    assert!(table.contains("paused"), "{table}");
+    assert!(crvmm(base, &["resume", "k1"]).status.success());
+    if !nested_pvm {
+        run.wait_for_line("agent ready");
+        let out = crvmm(base, &["agent", "k1", "exec", "--", "uname", "-r"]);
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("-crvmm\n"));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    assert_eq!(run.wait(Duration::from_secs(20)), 130);
     sandbox.assert_clean();
 }

@@ -3,10 +3,11 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crvmm_protocol::AgentClient;
+use crvmm_protocol::{AgentClient, ClientError, HelloInfo};
 
+use crate::error::EngineError;
 use crate::vsock::{self, VsockError};
 
 /// A connected agent client.
@@ -54,5 +55,52 @@ impl AgentEndpoint {
             }
         };
         Ok(AgentClient::new(stream))
+    }
+}
+
+/// Polls the agent at `endpoint` with `hello` until it answers (`Ok(Ok)`),
+/// `timeout` passes (`Ok(Err(seconds waited))`), or `alive` reports that the
+/// VM is gone (its error is returned).
+///
+/// A serial line is polled every half second on one connection. A vsock
+/// `CONNECT` is never abandoned early: vhost-device-vsock 0.3.0 stops
+/// answering any later connection if a host client goes away while its
+/// request is still queued for the guest (as it is while the guest driver
+/// is not up). The guest answers every request in the end, with OK or, while
+/// nothing listens, a reset.
+pub(crate) fn wait_ready(
+    endpoint: &AgentEndpoint,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<(), EngineError>,
+) -> Result<Result<HelloInfo, f64>, EngineError> {
+    let started = Instant::now();
+    let mut conn = None;
+    loop {
+        alive()?;
+        if conn.is_none() {
+            let attempt = if endpoint.is_serial() {
+                Duration::from_millis(500)
+            } else {
+                timeout
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_secs(1))
+            };
+            conn = endpoint.connect(attempt).ok();
+        }
+        if let Some(client) = conn.as_mut() {
+            match client.hello() {
+                Ok(info) => return Ok(Ok(info)),
+                // A quiet serial line: keep the connection, ask again.
+                Err(e) if e.is_timeout() && endpoint.is_serial() => {}
+                Err(e @ ClientError::Version { .. }) => return Err(e.into()),
+                Err(_) => conn = None,
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Ok(Err(started.elapsed().as_secs_f64()));
+        }
+        if conn.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

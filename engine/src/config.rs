@@ -14,7 +14,8 @@ pub enum EngineKind {
 
 impl std::fmt::Display for EngineKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad` honours width and alignment, so tables line up.
+        f.pad(match self {
             EngineKind::Qemu => "qemu",
             EngineKind::Kvm => "kvm",
         })

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod config;
 pub mod kernel;
+pub mod kvm;
 pub mod qemu;
 pub mod remote;
 pub mod rundir;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crvmm_protocol::{HelloInfo, AGENT_SERIAL_PORT_NAME, AGENT_VSOCK_PORT};
 
-use crate::agent::AgentEndpoint;
+use crate::agent::{self, AgentEndpoint};
 use crate::config::{AgentChannel, Console, EngineKind, VmConfig};
 use crate::error::EngineError;
 use crate::process::{self, log_tail, Supervised};
@@ -180,22 +180,6 @@ impl QemuVm {
         Ok(())
     }
 
-    /// How long one connection attempt may take. A serial line is polled
-    /// every half second. A vsock `CONNECT` is never abandoned early:
-    /// vhost-device-vsock 0.3.0 stops answering any later connection if a
-    /// host client goes away while its request is still queued for the guest
-    /// (as it is while the guest driver is not up yet). The guest answers
-    /// every request in the end, with OK or, while nothing listens, a reset.
-    fn attempt_timeout(&self, started: Instant, timeout: Duration) -> Duration {
-        if self.agent.is_serial() {
-            Duration::from_millis(500)
-        } else {
-            timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_secs(1))
-        }
-    }
-
     /// Checks that the vsock backend still runs; a VM without it has no agent.
     fn check_vhost(&mut self) -> Result<(), EngineError> {
         if let Some(vhost) = self.vhost.as_mut() {
@@ -229,46 +213,20 @@ impl Vm for QemuVm {
     }
 
     fn wait_agent(&mut self, timeout: Duration) -> Result<HelloInfo, EngineError> {
-        let started = Instant::now();
-        let mut conn = None;
-        loop {
+        let endpoint = self.agent.clone();
+        let waited = agent::wait_ready(&endpoint, timeout, || {
             if let Some(exit) = self.try_wait()? {
                 return Err(EngineError::GuestExited {
                     status: exit.to_string(),
                     serial_tail: self.diagnostics(),
                 });
             }
-            self.check_vhost()?;
-            if conn.is_none() {
-                conn = self
-                    .agent
-                    .connect(self.attempt_timeout(started, timeout))
-                    .ok();
-            }
-            if let Some(client) = conn.as_mut() {
-                match client.hello() {
-                    Ok(info) => return Ok(info),
-                    // A serial line just stays quiet until the agent reads
-                    // it: keep the connection and ask again. A vsock
-                    // connection that does not answer is dropped and opened
-                    // anew.
-                    Err(e) if e.is_timeout() && self.agent.is_serial() => {}
-                    Err(crvmm_protocol::ClientError::Version { agent, client }) => {
-                        return Err(crvmm_protocol::ClientError::Version { agent, client }.into())
-                    }
-                    Err(_) => conn = None,
-                }
-            }
-            if started.elapsed() >= timeout {
-                return Err(EngineError::AgentTimeout {
-                    secs: started.elapsed().as_secs_f64(),
-                    serial_tail: self.diagnostics(),
-                });
-            }
-            if conn.is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+            self.check_vhost()
+        })?;
+        waited.map_err(|secs| EngineError::AgentTimeout {
+            secs,
+            serial_tail: self.diagnostics(),
+        })
     }
 
     fn pause(&mut self) -> Result<(), EngineError> {

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crvmm_vmm::api::ApiRequest;
+
 use crate::config::EngineKind;
 use crate::error::EngineError;
 use crate::qmp::Qmp;
@@ -26,7 +28,7 @@ pub fn status(record: &VmRecord) -> Result<String, EngineError> {
                 .execute("query-status", None)?;
             Ok(ret["status"].as_str().unwrap_or("unknown").to_owned())
         }
-        EngineKind::Kvm => Err(no_kvm()),
+        EngineKind::Kvm => crate::kvm::status_of(&record.control_socket, &ApiRequest::Status),
     }
 }
 
@@ -64,14 +66,14 @@ fn control(record: &VmRecord, command: &str) -> Result<(), EngineError> {
             Qmp::connect(&record.control_socket, Duration::from_secs(5))?.execute(command, None)?;
             Ok(())
         }
-        EngineKind::Kvm => Err(no_kvm()),
-    }
-}
-
-fn no_kvm() -> EngineError {
-    EngineError::State {
-        operation: "control a kvm-engine VM",
-        reason: "the kvm engine is not part of this build yet".into(),
+        EngineKind::Kvm => {
+            let request = if command == "stop" {
+                ApiRequest::Pause
+            } else {
+                ApiRequest::Resume
+            };
+            crate::kvm::control(&record.control_socket, &request)
+        }
     }
 }
 

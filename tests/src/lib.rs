@@ -101,6 +101,11 @@ impl Sandbox {
         QemuEngine::new(self.base()).expect("QEMU must be installed (make test installs it)")
     }
 
+    /// crvmm's own KVM engine, its VMs in this sandbox.
+    pub fn kvm(&self) -> crvmm_engine::kvm::KvmEngine {
+        crvmm_engine::kvm::KvmEngine::new(self.base()).expect("/dev/kvm must be usable")
+    }
+
     /// Boots `config` under QEMU and waits for its agent.
     pub fn boot(&self, config: &VmConfig) -> Box<dyn Vm> {
         let mut vm = self.qemu().boot(config).expect("booting the guest");

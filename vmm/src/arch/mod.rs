@@ -1,0 +1,3 @@
+//! Architecture-specific code.
+
+pub mod x86_64;

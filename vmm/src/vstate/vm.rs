@@ -1,0 +1,126 @@
+//! The KVM VM: its file descriptor, in-kernel irqchip and PIT, memory slots,
+//! and interrupt lines.
+
+use crvmm_devices::GuestMemoryMmap;
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
+
+/// Errors of VM set-up, each naming the KVM operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// /dev/kvm cannot be opened.
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// KVM lacks a capability crvmm needs.
+    #[error("KVM lacks the {0} capability")]
+    MissingCap(&'static str),
+    /// `KVM_CREATE_VM` failed.
+    #[error("KVM_CREATE_VM failed")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    /// `KVM_SET_TSS_ADDR` failed.
+    #[error("KVM_SET_TSS_ADDR failed")]
+    SetTss(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_IRQCHIP` failed.
+    #[error("KVM_CREATE_IRQCHIP failed")]
+    CreateIrqchip(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_PIT2` failed.
+    #[error("KVM_CREATE_PIT2 failed")]
+    CreatePit(#[source] kvm_ioctls::Error),
+    /// `KVM_SET_USER_MEMORY_REGION` failed.
+    #[error("KVM_SET_USER_MEMORY_REGION failed for slot {0}")]
+    SetMemory(u32, #[source] kvm_ioctls::Error),
+    /// `KVM_GET_SUPPORTED_CPUID` failed.
+    #[error("KVM_GET_SUPPORTED_CPUID failed")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    /// `KVM_CREATE_VCPU` failed.
+    #[error("KVM_CREATE_VCPU failed for vCPU {0}")]
+    CreateVcpu(u8, #[source] kvm_ioctls::Error),
+    /// `KVM_IRQFD` failed.
+    #[error("KVM_IRQFD failed for GSI {0}")]
+    Irqfd(u32, #[source] kvm_ioctls::Error),
+}
+
+/// A KVM VM with an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
+pub struct Vm {
+    kvm: Kvm,
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Creates the VM and its in-kernel interrupt controllers and timer.
+    pub fn new() -> Result<Vm, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        for (cap, name) in [
+            (Cap::Irqchip, "IRQCHIP"),
+            (Cap::Pit2, "PIT2"),
+            (Cap::UserMemory, "USER_MEMORY"),
+            (Cap::Irqfd, "IRQFD"),
+            (Cap::Ioeventfd, "IOEVENTFD"),
+            (Cap::SetTssAddr, "SET_TSS_ADDR"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCap(name));
+            }
+        }
+        let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
+        fd.set_tss_address(KVM_TSS_ADDRESS as usize)
+            .map_err(VmError::SetTss)?;
+        fd.create_irq_chip().map_err(VmError::CreateIrqchip)?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(VmError::CreatePit)?;
+        Ok(Vm { kvm, fd })
+    }
+
+    /// Gives every region of `mem` to KVM as a memory slot.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+        for (slot, region) in mem.iter().enumerate() {
+            let slot = slot as u32;
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .expect("a mapped region has a host address");
+            let region = kvm_userspace_memory_region {
+                slot,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+                flags: 0,
+            };
+            // SAFETY: the region's host mapping belongs to `mem`, which the
+            // caller keeps alive as long as the VM (the builder owns both).
+            unsafe { self.fd.set_user_memory_region(region) }
+                .map_err(|e| VmError::SetMemory(slot, e))?;
+        }
+        Ok(())
+    }
+
+    /// The CPUID entries KVM can offer on this host.
+    pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::SupportedCpuid)
+    }
+
+    /// Creates vCPU `index`.
+    pub fn create_vcpu(&self, index: u8) -> Result<VcpuFd, VmError> {
+        self.fd
+            .create_vcpu(u64::from(index))
+            .map_err(|e| VmError::CreateVcpu(index, e))
+    }
+
+    /// Wires `fd` so that writing it raises GSI `gsi`.
+    pub fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<(), VmError> {
+        self.fd
+            .register_irqfd(fd, gsi)
+            .map_err(|e| VmError::Irqfd(gsi, e))
+    }
+}
