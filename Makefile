@@ -18,3 +18,5 @@ guest: setup
 
 bench: guest
 	cargo bench -p crvmm-tests --bench qemu_boot
+	cargo bench -p crvmm-vmm --bench startup
+	cargo bench -p crvmm-devices --bench vsock_throughput

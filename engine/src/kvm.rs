@@ -20,7 +20,7 @@ use crate::config::{Console, EngineKind, VmConfig};
 use crate::error::EngineError;
 use crate::process::log_tail;
 use crate::rundir::{RunDir, VmRecord};
-use crate::{kernel, Engine, Vm, VmExit};
+use crate::{kernel, AfterSnapshot, Engine, RestoreOptions, SnapshotInfo, Vm, VmExit};
 
 /// The guest's vsock context id.
 pub const GUEST_CID: u32 = 3;
@@ -63,6 +63,13 @@ impl Engine for KvmEngine {
 
     fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, EngineError> {
         Ok(Box::new(KvmVm::boot(self, config)?))
+    }
+
+    fn restore(&self, _dir: &Path, _options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError> {
+        Err(EngineError::State {
+            operation: "restore a kvm-engine snapshot",
+            reason: "not implemented yet".into(),
+        })
     }
 }
 
@@ -270,6 +277,17 @@ impl Vm for KvmVm {
             operation: "shut down the guest",
             reason: format!("it did not stop within {timeout:?} and was stopped"),
         }))
+    }
+
+    fn snapshot(
+        &mut self,
+        _dir: &Path,
+        _after: AfterSnapshot,
+    ) -> Result<SnapshotInfo, EngineError> {
+        Err(EngineError::State {
+            operation: "snapshot a kvm-engine VM",
+            reason: "not implemented yet".into(),
+        })
     }
 
     fn kill(&mut self) {

@@ -19,7 +19,7 @@ mod error;
 mod process;
 mod qmp;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use agent::AgentEndpoint;
@@ -38,6 +38,49 @@ pub trait Engine {
     /// guest may still be booting when this returns: call
     /// [`Vm::wait_agent`] to know when it is ready.
     fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, EngineError>;
+
+    /// Brings back a VM from a snapshot directory written by
+    /// [`Vm::snapshot`], in this process, under `options.name`. The
+    /// restored guest runs (or stays paused, as asked) from the instant the
+    /// snapshot was taken. A snapshot that is corrupt, incomplete, from
+    /// another engine or for another host fails with an error naming the
+    /// problem, and nothing is left running.
+    fn restore(&self, dir: &Path, options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError>;
+}
+
+/// What the VM does once its snapshot is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSnapshot {
+    /// Run on.
+    Resume,
+    /// Stay paused.
+    Pause,
+    /// End the VM (a migration's source).
+    Exit,
+}
+
+/// How to restore a snapshot.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The restored VM's name (its run directory).
+    pub name: String,
+    /// Where its console goes.
+    pub console: Console,
+    /// Leave it paused after loading (default: run).
+    pub paused: bool,
+}
+
+/// What a snapshot wrote.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    /// The snapshot directory.
+    pub dir: PathBuf,
+    /// Bytes written, all files together.
+    pub bytes: u64,
+    /// Time the guest was paused for the snapshot.
+    pub downtime: Duration,
+    /// Time from the request to the files being complete.
+    pub total: Duration,
 }
 
 /// How a VM ended.
@@ -89,6 +132,14 @@ pub trait Vm: Send {
     /// Asks the agent to shut the guest down and waits up to `timeout` for
     /// the VM to end; kills it if it does not.
     fn shutdown(&mut self, timeout: Duration) -> Result<VmExit, EngineError>;
+
+    /// Pauses the guest and writes a snapshot of the whole VM (devices,
+    /// vCPUs, memory) into `dir`, which must not exist yet; then resumes,
+    /// stays paused or ends the VM as `after` says. The directory is written
+    /// under a temporary name and renamed into place when complete, so an
+    /// interrupted snapshot never looks complete. On failure the VM resumes
+    /// (unless it was paused before) and nothing is left at `dir`.
+    fn snapshot(&mut self, dir: &Path, after: AfterSnapshot) -> Result<SnapshotInfo, EngineError>;
 
     /// Ends the VM at once and removes what it owns on the host.
     fn kill(&mut self);

@@ -17,7 +17,7 @@ use crate::error::EngineError;
 use crate::process::{self, log_tail, Supervised};
 use crate::qmp::Qmp;
 use crate::rundir::{RunDir, VmRecord};
-use crate::{kernel, Engine, Vm, VmExit};
+use crate::{kernel, AfterSnapshot, Engine, RestoreOptions, SnapshotInfo, Vm, VmExit};
 
 /// The kernel command line every guest gets: serial console, and a reset
 /// (which the VMM turns into an exit) on reboot or panic.
@@ -57,6 +57,13 @@ impl Engine for QemuEngine {
 
     fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, EngineError> {
         Ok(Box::new(QemuVm::boot(self, config)?))
+    }
+
+    fn restore(&self, _dir: &Path, _options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError> {
+        Err(EngineError::State {
+            operation: "restore a qemu-engine snapshot",
+            reason: "not implemented yet".into(),
+        })
     }
 }
 
@@ -276,6 +283,17 @@ impl Vm for QemuVm {
                 reason: format!("it did not stop within {timeout:?} and was killed"),
             }),
         }
+    }
+
+    fn snapshot(
+        &mut self,
+        _dir: &Path,
+        _after: AfterSnapshot,
+    ) -> Result<SnapshotInfo, EngineError> {
+        Err(EngineError::State {
+            operation: "snapshot a qemu-engine VM",
+            reason: "not implemented yet".into(),
+        })
     }
 
     fn kill(&mut self) {
