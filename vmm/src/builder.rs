@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crvmm_devices::bus::{Bus, BusError};
+use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::x86_64::cpuid::CpuidPolicy;
@@ -18,8 +19,8 @@ use crate::debug_port::{DebugExit, DEBUG_EXIT_PORT};
 use crate::loader::{self, ElfEntry, Entry, LoaderError};
 use crate::vcpus::{self, ExitReason, VcpuHandle, VcpuState, VcpusError};
 use crate::vstate::memory::{self, MemoryError};
-use crate::vstate::vcpu::{Vcpu, VcpuError};
-use crate::vstate::vm::{Vm, VmError};
+use crate::vstate::vcpu::{Vcpu, VcpuError, VcpuState as VcpuSnapshot};
+use crate::vstate::vm::{Vm, VmError, VmState};
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -96,6 +97,19 @@ pub enum BuildError {
     State(&'static str, &'static str),
 }
 
+/// What KVM holds for a whole VM: the machine part of a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MicroVmState {
+    /// Guest memory size in bytes.
+    pub mem_size: u64,
+    /// Interrupt controllers, PIT, kvmclock.
+    pub vm: VmState,
+    /// Every vCPU, in index order.
+    pub vcpus: Vec<VcpuSnapshot>,
+    /// Whether the payload debug-exit port was there.
+    pub debug_port: bool,
+}
+
 /// A built microVM.
 pub struct MicroVm {
     // vCPU threads stop (on drop) before the VM and memory go away.
@@ -105,6 +119,7 @@ pub struct MicroVm {
     mmio: Bus,
     exit_evt: EventFd,
     debug_exit: Arc<Mutex<Option<u32>>>,
+    debug_port: bool,
     vm: Vm,
     memory: GuestMemoryMmap,
 }
@@ -122,6 +137,7 @@ impl MicroVm {
         let debug_exit = Arc::new(Mutex::new(None));
         let mut pio = Bus::new();
 
+        let debug_port = matches!(spec.boot, Boot::Payload { .. });
         let entry = match &spec.boot {
             Boot::Linux {
                 kernel,
@@ -135,12 +151,7 @@ impl MicroVm {
             }
             Boot::Payload { code, arg } => {
                 loader::load_payload(&memory, code, HIMEM_START)?;
-                // The debug port shares the VM's exit event.
-                let dev = DebugExit::new(
-                    Arc::clone(&debug_exit),
-                    exit_evt.try_clone().map_err(BuildError::EventFd)?,
-                );
-                pio.insert(Arc::new(Mutex::new(dev)), DEBUG_EXIT_PORT, 1)?;
+                add_debug_port(&mut pio, &debug_exit, &exit_evt)?;
                 Entry {
                     mode: EntryMode::Payload64 { arg: *arg },
                     addr: HIMEM_START,
@@ -150,9 +161,10 @@ impl MicroVm {
         regs::write_boot_tables(&memory, entry.mode)?;
 
         let supported = vm.supported_cpuid()?;
+        let msr_list = vm.msr_index_list()?;
         let mut vcpus = Vec::with_capacity(spec.vcpus.into());
         for index in 0..spec.vcpus {
-            let vcpu = Vcpu::new(index, vm.create_vcpu(index)?);
+            let vcpu = Vcpu::new(index, vm.create_vcpu(index)?, msr_list.clone());
             vcpu.configure(&supported, spec.vcpus, spec.cpuid, entry.mode, entry.addr)?;
             vcpus.push(vcpu);
         }
@@ -163,8 +175,69 @@ impl MicroVm {
             mmio: Bus::new(),
             exit_evt,
             debug_exit,
+            debug_port,
             vm,
             memory,
+        })
+    }
+
+    /// Rebuilds a VM from a snapshot's machine state and its memory: a new
+    /// KVM VM with the saved interrupt controllers, timer and clock, and
+    /// vCPUs with their saved state. Devices go on the buses before
+    /// [`MicroVm::start`], as after [`MicroVm::create`].
+    pub fn restore(state: &MicroVmState, memory: GuestMemoryMmap) -> Result<MicroVm, BuildError> {
+        let count = u8::try_from(state.vcpus.len())
+            .ok()
+            .filter(|n| (1..=mptable::MAX_VCPUS).contains(n))
+            .ok_or(BuildError::VcpuCount(u8::MAX))?;
+        let vm = Vm::new()?;
+        vm.register_memory(&memory)?;
+        vm.restore_state(&state.vm)?;
+        let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)?;
+        let debug_exit = Arc::new(Mutex::new(None));
+        let mut pio = Bus::new();
+        if state.debug_port {
+            add_debug_port(&mut pio, &debug_exit, &exit_evt)?;
+        }
+        let supported = vm.supported_cpuid()?;
+        let nested_pvm = crate::host::HostKvm::probe().nested_pvm;
+        let msr_list = vm.msr_index_list()?;
+        let mut vcpus = Vec::with_capacity(count.into());
+        for (index, saved) in (0..count).zip(&state.vcpus) {
+            let vcpu = Vcpu::new(index, vm.create_vcpu(index)?, msr_list.clone());
+            let available = vcpu.effective_cpuid(&supported, nested_pvm)?;
+            vcpu.restore_state(saved, &available)?;
+            vcpus.push(vcpu);
+        }
+        Ok(MicroVm {
+            handles: Vec::new(),
+            vcpus,
+            pio,
+            mmio: Bus::new(),
+            exit_evt,
+            debug_exit,
+            debug_port: state.debug_port,
+            vm,
+            memory,
+        })
+    }
+
+    /// Reads the machine state of a paused VM.
+    pub fn save_state(&self) -> Result<MicroVmState, BuildError> {
+        if self.handles.is_empty() {
+            return Err(BuildError::State("save", "not started"));
+        }
+        let vcpus = self
+            .handles
+            .iter()
+            .map(|h| h.save(Duration::from_secs(10)))
+            .collect::<Result<Vec<_>, _>>()?;
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+        Ok(MicroVmState {
+            mem_size: self.memory.iter().map(|r| r.len()).sum(),
+            vm: self.vm.save_state()?,
+            vcpus,
+            debug_port: self.debug_port,
         })
     }
 
@@ -265,4 +338,18 @@ impl MicroVm {
         }
         Ok(())
     }
+}
+
+/// Puts the payload debug-exit port on `pio`; it shares the VM's exit event.
+fn add_debug_port(
+    pio: &mut Bus,
+    code: &Arc<Mutex<Option<u32>>>,
+    exit_evt: &EventFd,
+) -> Result<(), BuildError> {
+    let dev = DebugExit::new(
+        Arc::clone(code),
+        exit_evt.try_clone().map_err(BuildError::EventFd)?,
+    );
+    pio.insert(Arc::new(Mutex::new(dev)), DEBUG_EXIT_PORT, 1)?;
+    Ok(())
 }

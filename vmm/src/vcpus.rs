@@ -21,7 +21,7 @@ use crvmm_devices::bus::Bus;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::vstate::vcpu::{Vcpu, VcpuEvent};
+use crate::vstate::vcpu::{Vcpu, VcpuEvent, VcpuState as VcpuSnapshot};
 
 /// The state of one vCPU thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,14 @@ pub enum VcpusError {
     /// The thread could not be started.
     #[error("cannot start the thread of vCPU {0}")]
     Spawn(u8, #[source] std::io::Error),
+    /// Saving a paused vCPU's state failed.
+    #[error("cannot save the state of vCPU {index}: {reason}")]
+    Save {
+        /// The vCPU.
+        index: u8,
+        /// Why.
+        reason: String,
+    },
     /// A vCPU did not reach the requested state in time.
     #[error("vCPU {index} did not become {wanted} within {timeout:?} (it is {actual:?})")]
     Timeout {
@@ -74,11 +82,20 @@ pub enum VcpusError {
 enum Request {
     Run,
     Pause,
+    /// Save the state (only asked of a paused vCPU), then stay paused.
+    Save,
     Stop,
 }
 
+/// What the controller and the vCPU thread share.
+struct Inner {
+    request: Request,
+    state: VcpuState,
+    saved: Option<Result<VcpuSnapshot, String>>,
+}
+
 struct Shared {
-    inner: Mutex<(Request, VcpuState)>,
+    inner: Mutex<Inner>,
     changed: Condvar,
 }
 
@@ -107,7 +124,11 @@ pub fn spawn(
     register_signal_handler(kick_signal(), kick_handler).map_err(VcpusError::SignalHandler)?;
     let index = vcpu.index();
     let shared = Arc::new(Shared {
-        inner: Mutex::new((Request::Run, VcpuState::Running)),
+        inner: Mutex::new(Inner {
+            request: Request::Run,
+            state: VcpuState::Running,
+            saved: None,
+        }),
         changed: Condvar::new(),
     });
     let thread_shared = Arc::clone(&shared);
@@ -131,7 +152,7 @@ pub fn spawn(
 
 fn set_state(shared: &Shared, state: VcpuState) {
     let mut guard = shared.inner.lock().expect("vcpu state lock");
-    guard.1 = state;
+    guard.state = state;
     shared.changed.notify_all();
 }
 
@@ -141,18 +162,24 @@ fn run_loop(vcpu: &mut Vcpu, pio: &Bus, mmio: &Bus, shared: &Shared) -> ExitReas
         {
             let mut guard = shared.inner.lock().expect("vcpu state lock");
             loop {
-                match guard.0 {
+                match guard.request {
                     Request::Run => {
-                        if guard.1 != VcpuState::Running {
-                            guard.1 = VcpuState::Running;
+                        if guard.state != VcpuState::Running {
+                            guard.state = VcpuState::Running;
                             shared.changed.notify_all();
                         }
                         break;
                     }
                     Request::Stop => return ExitReason::Stopped,
+                    Request::Save => {
+                        let saved = vcpu.save_state().map_err(|e| crate::error_chain(&e));
+                        guard.saved = Some(saved);
+                        guard.request = Request::Pause;
+                        shared.changed.notify_all();
+                    }
                     Request::Pause => {
-                        if guard.1 != VcpuState::Paused {
-                            guard.1 = VcpuState::Paused;
+                        if guard.state != VcpuState::Paused {
+                            guard.state = VcpuState::Paused;
                             shared.changed.notify_all();
                         }
                         guard = shared.changed.wait(guard).expect("vcpu state lock");
@@ -183,7 +210,12 @@ impl VcpuHandle {
 
     /// The thread's current state.
     pub fn state(&self) -> VcpuState {
-        self.shared.inner.lock().expect("vcpu state lock").1.clone()
+        self.shared
+            .inner
+            .lock()
+            .expect("vcpu state lock")
+            .state
+            .clone()
     }
 
     /// Asks the vCPU to park and waits until it has (or has exited).
@@ -198,6 +230,44 @@ impl VcpuHandle {
         self.request(Request::Run, "running", timeout, |s| {
             matches!(s, VcpuState::Running | VcpuState::Exited(_))
         })
+    }
+
+    /// Reads the state of a paused vCPU, on its own thread.
+    pub fn save(&self, timeout: Duration) -> Result<VcpuSnapshot, VcpusError> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.shared.inner.lock().expect("vcpu state lock");
+        if guard.state != VcpuState::Paused {
+            return Err(VcpusError::Save {
+                index: self.index,
+                reason: format!("it is {:?}, not paused", guard.state),
+            });
+        }
+        guard.saved = None;
+        guard.request = Request::Save;
+        self.shared.changed.notify_all();
+        loop {
+            if let Some(saved) = guard.saved.take() {
+                return saved.map_err(|reason| VcpusError::Save {
+                    index: self.index,
+                    reason,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(VcpusError::Timeout {
+                    index: self.index,
+                    wanted: "saved",
+                    timeout,
+                    actual: guard.state.clone(),
+                });
+            }
+            guard = self
+                .shared
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .expect("vcpu state lock")
+                .0;
+        }
     }
 
     /// Stops the thread and joins it.
@@ -222,18 +292,18 @@ impl VcpuHandle {
     ) -> Result<(), VcpusError> {
         let deadline = Instant::now() + timeout;
         let mut guard = self.shared.inner.lock().expect("vcpu state lock");
-        if !matches!(guard.1, VcpuState::Exited(_)) {
-            guard.0 = request;
+        if !matches!(guard.state, VcpuState::Exited(_)) {
+            guard.request = request;
         }
         self.shared.changed.notify_all();
-        while !done(&guard.1) {
+        while !done(&guard.state) {
             let now = Instant::now();
             if now >= deadline {
                 return Err(VcpusError::Timeout {
                     index: self.index,
                     wanted,
                     timeout,
-                    actual: guard.1.clone(),
+                    actual: guard.state.clone(),
                 });
             }
             if request != Request::Run {

@@ -48,3 +48,144 @@ mod tests {
         ));
     }
 }
+
+/// Errors of saving and loading guest memory files.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryFileError {
+    /// Writing guest memory to the file failed.
+    #[error("cannot write guest memory to the snapshot")]
+    Write(#[source] vm_memory::GuestMemoryError),
+    /// The memory file cannot be opened or is the wrong size.
+    #[error("memory file {path}: {reason}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Mapping the file failed.
+    #[error("cannot map the memory file")]
+    Map(#[source] vm_memory::mmap::MmapRegionError),
+    /// Reading the file into memory failed.
+    #[error("cannot read the memory file")]
+    Read(#[source] vm_memory::GuestMemoryError),
+}
+
+/// Writes every region of `mem`, in address order, to `out`; returns the
+/// bytes written. The file layout is the regions back to back, as
+/// [`ram_regions`] lays them out for the same size.
+pub fn dump<W: vm_memory::WriteVolatile>(
+    mem: &GuestMemoryMmap,
+    out: &mut W,
+) -> Result<u64, MemoryFileError> {
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    let mut total = 0;
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        mem.write_all_volatile_to(region.start_addr(), out, len)
+            .map_err(MemoryFileError::Write)?;
+        total += len as u64;
+    }
+    Ok(total)
+}
+
+/// How to bring a memory file back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Map the file copy-on-write: pages load on demand, the file is never
+    /// written.
+    MapPrivate,
+    /// Read the whole file into fresh anonymous memory.
+    ReadAll,
+}
+
+/// Guest memory of `size` bytes from a file written by [`dump`].
+pub fn load(
+    path: &std::path::Path,
+    size: u64,
+    mode: LoadMode,
+) -> Result<GuestMemoryMmap, MemoryFileError> {
+    use std::sync::Arc;
+    use vm_memory::bitmap::AtomicBitmap;
+    use vm_memory::mmap::{MmapRegionBuilder, NewBitmap};
+    use vm_memory::{FileOffset, GuestRegionMmap};
+
+    let bad = |reason: String| MemoryFileError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    if len != size {
+        return Err(bad(format!(
+            "holds {len} bytes, the snapshot's guest has {size}"
+        )));
+    }
+    if mode == LoadMode::ReadAll {
+        let mem = create(size).map_err(|e| bad(e.to_string()))?;
+        let mut file = file;
+        for (start, region_len) in ram_regions(size) {
+            vm_memory::Bytes::read_exact_volatile_from(
+                &mem,
+                GuestAddress(start),
+                &mut file,
+                region_len as usize,
+            )
+            .map_err(MemoryFileError::Read)?;
+        }
+        return Ok(mem);
+    }
+    let file = Arc::new(file);
+    let mut regions = Vec::new();
+    let mut offset = 0;
+    for (start, region_len) in ram_regions(size) {
+        let mapping = MmapRegionBuilder::new_with_bitmap(
+            region_len as usize,
+            AtomicBitmap::with_len(region_len as usize),
+        )
+        .with_file_offset(FileOffset::from_arc(Arc::clone(&file), offset))
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+        .build()
+        .map_err(MemoryFileError::Map)?;
+        regions.push(
+            GuestRegionMmap::new(mapping, GuestAddress(start))
+                .ok_or_else(|| bad(format!("region at {start:#x} does not fit")))?,
+        );
+        offset += region_len;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn dump_and_load_both_ways() {
+        let mem = create(8 << 20).unwrap();
+        mem.write_obj(0x1122_3344_5566_7788u64, GuestAddress(0x10_0000))
+            .unwrap();
+        mem.write_obj(0xabu8, GuestAddress((8 << 20) - 1)).unwrap();
+        let path = std::env::temp_dir().join(format!("crvmm-mem-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        assert_eq!(dump(&mem, &mut f).unwrap(), 8 << 20);
+        drop(f);
+        for mode in [LoadMode::MapPrivate, LoadMode::ReadAll] {
+            let back = load(&path, 8 << 20, mode).unwrap();
+            let v: u64 = back.read_obj(GuestAddress(0x10_0000)).unwrap();
+            assert_eq!(v, 0x1122_3344_5566_7788);
+            let b: u8 = back.read_obj(GuestAddress((8 << 20) - 1)).unwrap();
+            assert_eq!(b, 0xab);
+            // Private: writes never reach the file.
+            back.write_obj(0u64, GuestAddress(0x10_0000)).unwrap();
+        }
+        let again = load(&path, 8 << 20, LoadMode::MapPrivate).unwrap();
+        let v: u64 = again.read_obj(GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(v, 0x1122_3344_5566_7788, "the file is unchanged");
+        let err = load(&path, 16 << 20, LoadMode::MapPrivate).unwrap_err();
+        assert!(err.to_string().contains("holds 8388608 bytes"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -3,10 +3,12 @@
 
 use crvmm_devices::GuestMemoryMmap;
 use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
+    CpuId, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use serde::{Deserialize, Serialize};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -45,6 +47,38 @@ pub enum VmError {
     /// `KVM_IRQFD` failed.
     #[error("KVM_IRQFD failed for GSI {0}")]
     Irqfd(u32, #[source] kvm_ioctls::Error),
+    /// `KVM_GET_MSR_INDEX_LIST` failed.
+    #[error("KVM_GET_MSR_INDEX_LIST failed")]
+    MsrIndexList(#[source] kvm_ioctls::Error),
+    /// Reading VM state for a snapshot failed.
+    #[error("KVM_GET_{0} failed")]
+    Save(&'static str, #[source] kvm_ioctls::Error),
+    /// Loading VM state from a snapshot failed.
+    #[error("KVM_SET_{0} failed")]
+    Restore(&'static str, #[source] kvm_ioctls::Error),
+}
+
+/// The VM-wide state KVM holds: interrupt controllers, timer, clock.
+#[derive(Serialize, Deserialize)]
+pub struct VmState {
+    /// The master 8259.
+    pub pic_master: kvm_irqchip,
+    /// The slave 8259.
+    pub pic_slave: kvm_irqchip,
+    /// The IOAPIC.
+    pub ioapic: kvm_irqchip,
+    /// The 8254 PIT.
+    pub pit: kvm_pit_state2,
+    /// kvmclock.
+    pub clock: kvm_clock_data,
+}
+
+impl std::fmt::Debug for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmState")
+            .field("clock_ns", &self.clock.clock)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A KVM VM with an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
@@ -115,6 +149,53 @@ impl Vm {
         self.fd
             .create_vcpu(u64::from(index))
             .map_err(|e| VmError::CreateVcpu(index, e))
+    }
+
+    /// The MSRs this host's KVM can save and restore.
+    pub fn msr_index_list(&self) -> Result<Vec<u32>, VmError> {
+        self.kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .map_err(VmError::MsrIndexList)
+    }
+
+    /// Reads the interrupt controllers, the PIT and kvmclock.
+    pub fn save_state(&self) -> Result<VmState, VmError> {
+        let chip = |id| {
+            let mut c = kvm_irqchip {
+                chip_id: id,
+                ..Default::default()
+            };
+            self.fd.get_irqchip(&mut c).map(|()| c)
+        };
+        Ok(VmState {
+            pic_master: chip(KVM_IRQCHIP_PIC_MASTER).map_err(|e| VmError::Save("IRQCHIP", e))?,
+            pic_slave: chip(KVM_IRQCHIP_PIC_SLAVE).map_err(|e| VmError::Save("IRQCHIP", e))?,
+            ioapic: chip(KVM_IRQCHIP_IOAPIC).map_err(|e| VmError::Save("IRQCHIP", e))?,
+            pit: self.fd.get_pit2().map_err(|e| VmError::Save("PIT2", e))?,
+            clock: self.fd.get_clock().map_err(|e| VmError::Save("CLOCK", e))?,
+        })
+    }
+
+    /// Loads what [`Vm::save_state`] read, into a VM created by [`Vm::new`].
+    pub fn restore_state(&self, state: &VmState) -> Result<(), VmError> {
+        self.fd
+            .set_pit2(&state.pit)
+            .map_err(|e| VmError::Restore("PIT2", e))?;
+        // Only the time may be set; KVM refuses its read-only flags.
+        let clock = kvm_clock_data {
+            clock: state.clock.clock,
+            ..Default::default()
+        };
+        self.fd
+            .set_clock(&clock)
+            .map_err(|e| VmError::Restore("CLOCK", e))?;
+        for chip in [&state.pic_master, &state.pic_slave, &state.ioapic] {
+            self.fd
+                .set_irqchip(chip)
+                .map_err(|e| VmError::Restore("IRQCHIP", e))?;
+        }
+        Ok(())
     }
 
     /// Wires `fd` so that writing it raises GSI `gsi`.
