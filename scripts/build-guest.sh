@@ -5,6 +5,7 @@
 #   target/guest/bzImage           -> kernel cache
 #   target/guest/initramfs.cpio.gz -> initramfs cache
 #   target/guest/release           the kernel release string (a copy)
+#   target/guest/init-only.cpio    an initramfs whose /init just exits
 #
 #   scripts/build-guest.sh [--variant default|debug] [--quiet]
 #
@@ -79,6 +80,19 @@ summary initramfs "$cpio"
 # 4. Stable links (each replaced atomically: new link, then rename over).
 dest="$root/target/guest"
 mkdir -p "$dest"
+
+# 5. A one-file initramfs whose /init exits at once (resources/programs/
+# exit0.S): for tests that follow a kernel to the hand-over to init where
+# no user space can run (nested PVM), and where unpacking the full one
+# would take minutes. Tiny and deterministic, so it is simply rebuilt.
+tiny_dir=$(mktemp -d)
+trap 'rm -rf "$tiny_dir"' EXIT
+mkdir -p "$tiny_dir/stage"
+as --64 -o "$tiny_dir/init.o" "$root/resources/programs/exit0.S"
+ld -static -nostdlib -e _start --build-id=none -o "$tiny_dir/stage/init" "$tiny_dir/init.o"
+touch -h -d @0 "$tiny_dir/stage/init"
+(cd "$tiny_dir/stage" && echo init | cpio --quiet -o -H newc --reproducible --owner=0:0) >"$dest/.init-only.cpio.new"
+mv -Tf -- "$dest/.init-only.cpio.new" "$dest/init-only.cpio"
 link() { # target, name
 	ln -sfn -- "$1" "$dest/.$2.new"
 	mv -Tf -- "$dest/.$2.new" "$dest/$2"
@@ -88,6 +102,6 @@ link "$kdir/bzImage" bzImage
 link "$cpio" initramfs.cpio.gz
 cp -f -- "$kdir/release" "$dest/.release.new"
 mv -Tf -- "$dest/.release.new" "$dest/release"
-summary links "$dest/{vmlinux,bzImage,initramfs.cpio.gz,release}"
+summary links "$dest/{vmlinux,bzImage,initramfs.cpio.gz,init-only.cpio,release}"
 step_start=$t0
 summary total "guest $(cat "$dest/release") ready in $dest"

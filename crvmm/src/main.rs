@@ -2,6 +2,7 @@
 
 mod agent_cmd;
 mod run;
+mod snapshot_cmd;
 mod vm_cmd;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ enum Command {
     Resume(vm_cmd::VmArg),
     /// Shut a running VM down (through its agent; forcefully if it does not answer).
     Stop(vm_cmd::StopArgs),
+    /// Whole-VM snapshots: create, restore, inspect.
+    Snapshot(snapshot_cmd::SnapshotArgs),
     /// Tell what this host can run: KVM, QEMU, the vsock backend.
     Host,
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Pause(vm) => vm_cmd::pause(&base, vm),
         Command::Resume(vm) => vm_cmd::resume(&base, vm),
         Command::Stop(args) => vm_cmd::stop(&base, args),
+        Command::Snapshot(args) => snapshot_cmd::snapshot(&base, args),
         Command::Host => vm_cmd::host(),
     };
     match result {

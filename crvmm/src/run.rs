@@ -99,12 +99,7 @@ pub fn run(base: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     // Set before booting so a Ctrl-C during boot still tears down cleanly.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
-
+    let stop = stop_flag()?;
     let started = Instant::now();
     let mut vm = engine.boot(&config)?;
     note(
@@ -127,15 +122,34 @@ pub fn run(base: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             vm.name()
         ));
     }
+    supervise(vm, terminal, &stop)
+}
+
+/// A flag that SIGINT and SIGTERM set; install it before creating a VM.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// Waits until the VM ends or `stop` is set (then tears it down).
+pub fn supervise(
+    mut vm: Box<dyn crvmm_engine::Vm>,
+    terminal: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
     loop {
         if let Some(exit) = vm.try_wait()? {
             return Ok(match exit {
-                VmExit::GuestShutdown => {
-                    note(terminal, "the guest shut down");
+                VmExit::GuestShutdown | VmExit::Stopped => {
+                    note(terminal, &exit.to_string());
                     ExitCode::SUCCESS
                 }
                 exit @ VmExit::Vmm(_) => {
-                    eprintln!("crvmm: the VM ended abnormally ({exit}); serial log tail:");
+                    eprintln!("crvmm: the VM ended ({exit}); serial log tail:");
                     eprintln!("{}", crvmm_engine::log_tail(vm.serial_log(), 20));
                     ExitCode::FAILURE
                 }
@@ -175,7 +189,7 @@ fn pick_engine(choice: EngineChoice, base: &Path) -> anyhow::Result<(Box<dyn Eng
 }
 
 /// Status lines go to stderr; on a raw terminal they need a carriage return.
-fn note(terminal: bool, msg: &str) {
+pub fn note(terminal: bool, msg: &str) {
     if terminal {
         eprint!("crvmm: {msg}\r\n");
     } else {

@@ -26,15 +26,17 @@ impl Running {
 
     fn spawn(base: &Path, name: &str, engine_args: &[&str]) -> Running {
         let guest = GuestImage::get();
-        let mut child = Command::new(CRVMM)
-            .arg("--run-dir")
+        let mut cmd = Command::new(CRVMM);
+        cmd.arg("--run-dir")
             .arg(base)
             .args(["run", "--console", "log"])
             .args(engine_args)
             .args(["--name", name, "--kernel"])
-            .arg(&guest.vmlinux)
-            .arg("--initrd")
-            .arg(&guest.initramfs)
+            .arg(&guest.vmlinux);
+        if !engine_args.contains(&"--initrd") {
+            cmd.arg("--initrd").arg(&guest.initramfs);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -215,5 +217,82 @@ fn kvm_engine_from_the_cli() {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
     assert_eq!(run.wait(Duration::from_secs(20)), 130);
+    sandbox.assert_clean();
+}
+
+#[test]
+fn kvm_snapshot_in_one_process_restores_in_another() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.base();
+    let guest = GuestImage::get();
+    let mut run = Running::spawn(
+        base,
+        "src",
+        &[
+            "--engine",
+            "kvm",
+            "--initrd",
+            guest.init_only.to_str().unwrap(),
+        ],
+    );
+    run.wait_for_line("booting with the kvm engine");
+    let log = base.join("src/serial.log");
+    crvmm_tests::wait_for_text(&log, "smp: Brought up", Duration::from_secs(200));
+    let snap = base.join("src.snap");
+    let out = crvmm(
+        base,
+        &[
+            "snapshot",
+            "create",
+            "src",
+            snap.to_str().unwrap(),
+            "--after",
+            "exit",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MiB, guest paused"));
+    assert_eq!(
+        run.wait(Duration::from_secs(30)),
+        0,
+        "the source ends cleanly after the snapshot"
+    );
+
+    let out = crvmm(base, &["snapshot", "inspect", snap.to_str().unwrap()]);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["mem_mib"], 256);
+    assert_eq!(state["machine"]["vcpus"].as_array().unwrap().len(), 1);
+
+    let mut restored = Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(base)
+        .args([
+            "snapshot",
+            "restore",
+            snap.to_str().unwrap(),
+            "--name",
+            "dst",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The restored kernel goes on from mid-boot: it never prints its
+    // banner again, and it gets further than where it stopped.
+    let text = crvmm_tests::wait_for_text(
+        &base.join("dst/serial.log"),
+        "NET: Registered PF_VSOCK protocol family",
+        Duration::from_secs(200),
+    );
+    assert!(!text.contains("Linux version"));
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(restored.id() as i32, libc::SIGINT) };
+    let status = restored.wait().unwrap();
+    assert!(matches!(status.code(), Some(130 | 0)), "{status:?}");
+    std::fs::remove_dir_all(&snap).unwrap();
     sandbox.assert_clean();
 }

@@ -12,8 +12,10 @@ use crvmm_protocol::{HelloInfo, AGENT_VSOCK_PORT};
 use crvmm_vmm::api::{self, ApiRequest, ApiResponse};
 use crvmm_vmm::host::HostKvm;
 use crvmm_vmm::loader::ElfEntry;
+use crvmm_vmm::runtime::snapshot::After;
 use crvmm_vmm::runtime::{Vmm, VmmConfig, VmmError, VsockConfig};
 use crvmm_vmm::vcpus::ExitReason;
+use crvmm_vmm::vstate::memory::LoadMode;
 
 use crate::agent::{self, AgentEndpoint};
 use crate::config::{Console, EngineKind, VmConfig};
@@ -65,15 +67,23 @@ impl Engine for KvmEngine {
         Ok(Box::new(KvmVm::boot(self, config)?))
     }
 
-    fn restore(&self, _dir: &Path, _options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError> {
-        Err(EngineError::State {
-            operation: "restore a kvm-engine snapshot",
-            reason: "not implemented yet".into(),
-        })
+    fn restore(&self, dir: &Path, options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError> {
+        Ok(Box::new(KvmVm::restore(self, dir, options)?))
     }
 }
 
 type VmmThread = JoinHandle<Result<ExitReason, VmmError>>;
+
+/// The guest half of a VMM configuration (unused when restoring: the
+/// snapshot has its own).
+#[derive(Default)]
+struct GuestSide {
+    mem_mib: u32,
+    vcpus: u8,
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    extra_cmdline: String,
+}
 
 /// A VM run by crvmm's VMM in this process.
 pub struct KvmVm {
@@ -96,19 +106,59 @@ impl KvmVm {
                 source,
             })?;
         }
-        let run_dir = RunDir::create(&engine.run_base, &config.name)?;
-        let uds_path = run_dir.join("vsock.sock");
-        let api_socket = run_dir.join("api.sock");
-        let serial_log = run_dir.join("serial.log");
-        let vmm_config = VmmConfig {
+        let guest = GuestSide {
             mem_mib: config.mem_mib,
             vcpus: config.vcpus,
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
             extra_cmdline: config.extra_cmdline.clone(),
+        };
+        Self::launch(engine, &config.name, config.console, guest, Vmm::new)
+    }
+
+    fn restore(
+        engine: &KvmEngine,
+        dir: &Path,
+        options: &RestoreOptions,
+    ) -> Result<KvmVm, EngineError> {
+        crate::rundir::validate_name(&options.name)?;
+        // Check the state file here, so a broken snapshot fails before any
+        // thread or run directory exists.
+        crvmm_vmm::runtime::snapshot::read_state(dir)
+            .map_err(|e| EngineError::Config(crvmm_vmm::error_chain(&e)))?;
+        let dir = dir.to_owned();
+        let paused = options.paused;
+        Self::launch(
+            engine,
+            &options.name,
+            options.console,
+            GuestSide::default(),
+            move |c| Vmm::restore(&dir, c, LoadMode::MapPrivate, paused),
+        )
+    }
+
+    /// Creates the run directory, builds the VMM with `make` on its own
+    /// thread (its event loop lives there), and writes the VM record.
+    fn launch(
+        engine: &KvmEngine,
+        name: &str,
+        console: Console,
+        guest: GuestSide,
+        make: impl FnOnce(&VmmConfig) -> Result<Vmm, VmmError> + Send + 'static,
+    ) -> Result<KvmVm, EngineError> {
+        let run_dir = RunDir::create(&engine.run_base, name)?;
+        let uds_path = run_dir.join("vsock.sock");
+        let api_socket = run_dir.join("api.sock");
+        let serial_log = run_dir.join("serial.log");
+        let vmm_config = VmmConfig {
+            mem_mib: guest.mem_mib,
+            vcpus: guest.vcpus,
+            kernel: guest.kernel,
+            initrd: guest.initrd,
+            extra_cmdline: guest.extra_cmdline,
             elf_entry: ElfEntry::Linux64,
             serial_log: serial_log.clone(),
-            console: config.console == Console::Terminal,
+            console: console == Console::Terminal,
             vsock: Some(VsockConfig {
                 uds_path: uds_path.clone(),
                 guest_cid: GUEST_CID,
@@ -117,13 +167,11 @@ impl KvmVm {
             nested_pvm: engine.host.nested_pvm,
             payload: None,
         };
-        // The VMM is built on its own thread (its event loop lives there);
-        // the build result comes back before this returns.
         let (built_tx, built_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name(format!("vmm-{}", config.name))
+            .name(format!("vmm-{name}"))
             .spawn(move || {
-                let mut vmm = match Vmm::new(&vmm_config) {
+                let mut vmm = match make(&vmm_config) {
                     Ok(vmm) => {
                         let _ = built_tx.send(Ok(()));
                         vmm
@@ -157,7 +205,7 @@ impl KvmVm {
             port: AGENT_VSOCK_PORT,
         };
         let vm = KvmVm {
-            name: config.name.clone(),
+            name: name.to_owned(),
             thread: Some(thread),
             api_socket,
             agent,
@@ -182,6 +230,44 @@ impl KvmVm {
     }
 }
 
+/// Asks the VMM behind `socket` for a snapshot into `dir`.
+pub(crate) fn snapshot_via_api(
+    socket: &Path,
+    dir: &Path,
+    after: AfterSnapshot,
+) -> Result<SnapshotInfo, EngineError> {
+    let after = match after {
+        AfterSnapshot::Resume => After::Resume,
+        AfterSnapshot::Pause => After::Pause,
+        AfterSnapshot::Exit => After::Exit,
+    };
+    // The VMM writes relative to its own working directory: send it ours.
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let request = ApiRequest::SnapshotCreate {
+        dir: dir.clone(),
+        after,
+    };
+    let fail = |reason: String| EngineError::State {
+        operation: "snapshot the VM",
+        reason,
+    };
+    match api::call(socket, &request, Duration::from_secs(600)) {
+        Ok(ApiResponse::Snapshot {
+            bytes,
+            downtime_ms,
+            total_ms,
+        }) => Ok(SnapshotInfo {
+            dir,
+            bytes,
+            downtime: Duration::from_millis(downtime_ms),
+            total: Duration::from_millis(total_ms),
+        }),
+        Ok(ApiResponse::Error { message }) => Err(fail(message)),
+        Ok(other) => Err(fail(format!("unexpected answer {other:?}"))),
+        Err(e) => Err(fail(crvmm_vmm::error_chain(&e))),
+    }
+}
+
 /// Sends `request` to a KVM-engine VM's API socket.
 pub(crate) fn control(socket: &Path, request: &ApiRequest) -> Result<(), EngineError> {
     status_of(socket, request).map(|_| ())
@@ -195,6 +281,7 @@ pub(crate) fn status_of(socket: &Path, request: &ApiRequest) -> Result<String, E
     };
     match api::call(socket, request, Duration::from_secs(30)) {
         Ok(ApiResponse::Ok { state, .. }) => Ok(state.as_str().to_owned()),
+        Ok(ApiResponse::Snapshot { .. }) => Ok("paused".into()),
         Ok(ApiResponse::Error { message }) => Err(fail(message)),
         Err(e) => Err(fail(crvmm_vmm::error_chain(&e))),
     }
@@ -246,7 +333,7 @@ impl Vm for KvmVm {
             let result = self.thread.take().expect("checked").join();
             self.exit = Some(match result {
                 Ok(Ok(ExitReason::GuestShutdown)) => VmExit::GuestShutdown,
-                Ok(Ok(ExitReason::Stopped)) => VmExit::Vmm("stopped".into()),
+                Ok(Ok(ExitReason::Stopped)) => VmExit::Stopped,
                 Ok(Ok(ExitReason::GuestHalted)) => VmExit::Vmm("the guest halted".into()),
                 Ok(Ok(ExitReason::Error(e))) => VmExit::Vmm(e),
                 Ok(Err(e)) => VmExit::Vmm(crvmm_vmm::error_chain(&e)),
@@ -279,15 +366,8 @@ impl Vm for KvmVm {
         }))
     }
 
-    fn snapshot(
-        &mut self,
-        _dir: &Path,
-        _after: AfterSnapshot,
-    ) -> Result<SnapshotInfo, EngineError> {
-        Err(EngineError::State {
-            operation: "snapshot a kvm-engine VM",
-            reason: "not implemented yet".into(),
-        })
+    fn snapshot(&mut self, dir: &Path, after: AfterSnapshot) -> Result<SnapshotInfo, EngineError> {
+        snapshot_via_api(&self.api_socket, dir, after)
     }
 
     fn kill(&mut self) {

@@ -88,6 +88,9 @@ pub struct SnapshotInfo {
 pub enum VmExit {
     /// The guest reset or powered off (a clean shutdown).
     GuestShutdown,
+    /// The VMM ended it on request (a snapshot taken with "exit after", or
+    /// the control API's shutdown).
+    Stopped,
     /// The VMM process ended with this status (a crash or a kill).
     Vmm(String),
 }
@@ -96,6 +99,7 @@ impl std::fmt::Display for VmExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VmExit::GuestShutdown => f.write_str("the guest shut down"),
+            VmExit::Stopped => f.write_str("stopped on request"),
             VmExit::Vmm(status) => write!(f, "VMM {status}"),
         }
     }

@@ -32,6 +32,21 @@ pub fn status(record: &VmRecord) -> Result<String, EngineError> {
     }
 }
 
+/// Writes a whole-VM snapshot of a VM another `crvmm` process owns.
+pub fn snapshot(
+    record: &VmRecord,
+    dir: &std::path::Path,
+    after: crate::AfterSnapshot,
+) -> Result<crate::SnapshotInfo, EngineError> {
+    match record.engine {
+        EngineKind::Kvm => crate::kvm::snapshot_via_api(&record.control_socket, dir, after),
+        EngineKind::Qemu => Err(EngineError::State {
+            operation: "snapshot a qemu-engine VM from another process",
+            reason: "not supported yet; use the engine API in the owning process".into(),
+        }),
+    }
+}
+
 /// Asks the guest to shut down through its agent; if that fails or the
 /// owner has not ended the VM within `timeout`, sends the owner SIGTERM,
 /// which tears the VM down.

@@ -25,6 +25,8 @@ pub struct GuestImage {
     pub bzimage: PathBuf,
     /// The initramfs with the agent as /init.
     pub initramfs: PathBuf,
+    /// An initramfs whose `/init` exits at once.
+    pub init_only: PathBuf,
     /// The kernel release string the build reported.
     pub release: String,
 }
@@ -52,6 +54,7 @@ impl GuestImage {
             vmlinux: file("vmlinux"),
             bzimage: file("bzImage"),
             initramfs: file("initramfs.cpio.gz"),
+            init_only: file("init-only.cpio"),
             release,
         }
     }
@@ -155,4 +158,25 @@ pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Waits until the file at `path` contains `needle`; returns its text.
+/// Panics with the file's last lines after `timeout`.
+pub fn wait_for_text(path: &Path, needle: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        if std::time::Instant::now() >= deadline {
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            panic!(
+                "{needle:?} never appeared in {}; last lines, newest first:\n{}",
+                path.display(),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

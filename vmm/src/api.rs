@@ -37,6 +37,19 @@ pub enum ApiRequest {
     Resume,
     /// End the VM now (the guest is not asked; use the agent for that).
     Shutdown,
+    /// Pause, write a snapshot into `dir` (which must not exist), then
+    /// resume, stay paused or end as `after` says.
+    SnapshotCreate {
+        /// The snapshot directory.
+        dir: std::path::PathBuf,
+        /// What the VM does afterwards (default: resume).
+        #[serde(default = "resume")]
+        after: crate::runtime::snapshot::After,
+    },
+}
+
+fn resume() -> crate::runtime::snapshot::After {
+    crate::runtime::snapshot::After::Resume
 }
 
 /// The VM's run state as the API reports it.
@@ -81,6 +94,15 @@ pub enum ApiResponse {
         /// when the VM has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vsock_status: Option<u32>,
+    },
+    /// A snapshot was written.
+    Snapshot {
+        /// Bytes in its files.
+        bytes: u64,
+        /// How long the guest was paused for it, in ms.
+        downtime_ms: u64,
+        /// How long it took, in ms.
+        total_ms: u64,
     },
     /// Not done, and why.
     Error {

@@ -9,7 +9,6 @@
 //! after init dies. On a host that can run user space it also checks that
 //! the guest agent answers over vsock.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crvmm_vmm::api::{self, ApiRequest, ApiResponse, RunState};
@@ -38,63 +37,6 @@ fn wait_for(log: &std::path::Path, needle: &str, deadline: Instant) -> String {
     }
 }
 
-/// A newc cpio holding only `/init`, built from `payloads/tiny_init.S`.
-fn tiny_initramfs(dir: &std::path::Path) -> PathBuf {
-    use std::process::Command;
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/payloads/tiny_init.S");
-    let (obj, elf) = (dir.join("init.o"), dir.join("init"));
-    assert!(Command::new("as")
-        .arg("--64")
-        .arg("-o")
-        .arg(&obj)
-        .arg(&src)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("ld")
-        .args(["-static", "-nostdlib", "-e", "_start", "-o"])
-        .arg(&elf)
-        .arg(&obj)
-        .status()
-        .unwrap()
-        .success());
-    let init = std::fs::read(&elf).unwrap();
-    let mut cpio = Vec::new();
-    newc_entry(&mut cpio, "init", 0o100_755, &init);
-    newc_entry(&mut cpio, "TRAILER!!!", 0, &[]);
-    let path = dir.join("tiny.cpio");
-    std::fs::write(&path, cpio).unwrap();
-    path
-}
-
-fn newc_entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
-    let pad = |out: &mut Vec<u8>| out.resize(out.len().next_multiple_of(4), 0);
-    let fields = [
-        1,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        0,
-        0,
-        name.len() as u32 + 1,
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    pad(out);
-    out.extend_from_slice(data);
-    pad(out);
-}
-
 #[test]
 fn linux_boots_to_init_with_console_and_vsock() {
     let dir = temp_dir("linux");
@@ -102,7 +44,7 @@ fn linux_boots_to_init_with_console_and_vsock() {
     // Unpacking the full initramfs alone takes minutes under a nested PVM
     // host's emulation, and its agent could not run there anyway.
     let initrd = if host.nested_pvm {
-        tiny_initramfs(&dir)
+        guest_file("init-only.cpio")
     } else {
         guest_file("initramfs.cpio.gz")
     };

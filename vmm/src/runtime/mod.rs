@@ -9,37 +9,29 @@
 mod cmdline;
 mod console;
 mod control;
+mod devices;
+pub mod snapshot;
 
 pub use cmdline::kernel_cmdline;
+pub use devices::{DeviceStates, VsockStates};
 
-use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crvmm_devices::i8042::{I8042, I8042_BASE, I8042_PORTS};
-use crvmm_devices::serial::{Serial, SerialArgs, COM1_BASE, SERIAL_PORTS};
-use crvmm_devices::virtio::mmio::{MmioTransport, MmioTransportArgs, MMIO_LEN};
-use crvmm_devices::virtio::vsock::{UnixBackend, Vsock, VsockEventHandler};
 use crvmm_devices::GuestMemoryMmap;
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::{ApiRequest, ApiResponse, ApiServer, RunState};
 use crate::arch::x86_64::cpuid::CpuidPolicy;
-use crate::arch::x86_64::layout::{VIRTIO_IRQ_START, VIRTIO_MMIO_START};
 use crate::builder::{Boot, BuildError, MicroVm, VmSpec};
-use crate::irq::IrqLine;
 use crate::loader::ElfEntry;
 use crate::vcpus::ExitReason;
-use console::ConsoleOut;
+use crate::vstate::memory::LoadMode;
 use control::{Control, Pending};
+use devices::Devices;
+use snapshot::{After, SnapshotError, SnapshotSummary};
 
-/// COM1's IRQ.
-const SERIAL_IRQ: u32 = 4;
-/// The keyboard controller's IRQ.
-const I8042_IRQ: u32 = 1;
-
-type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+pub(crate) type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// The host side of the guest's vsock device.
 #[derive(Debug, Clone)]
@@ -105,18 +97,20 @@ pub enum VmmError {
     /// An eventfd.
     #[error("cannot create an eventfd")]
     EventFd(#[source] std::io::Error),
+    /// Taking or loading a snapshot failed.
+    #[error("snapshot failed")]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A built VM with its devices and event loop.
 pub struct Vmm {
     em: EventManager<Subscriber>,
     pending: Arc<Mutex<Pending>>,
-    serial: Arc<Mutex<Serial<ConsoleOut>>>,
-    vsock: Option<Arc<Mutex<MmioTransport>>>,
+    devices: Devices,
     api: Option<ApiServer>,
     state: RunState,
-    mem_mib: u64,
-    vcpus: u8,
+    start_paused: bool,
+    config: VmmConfig,
     // Last: vCPU threads stop before the devices they use go away.
     vm: MicroVm,
 }
@@ -145,63 +139,64 @@ impl Vmm {
                 nested_pvm: config.nested_pvm,
             },
         };
-        let mut vm = MicroVm::create(&spec)?;
+        let vm = MicroVm::create(&spec)?;
+        Self::assemble(vm, config, None)
+    }
+
+    /// Brings back the VM saved in snapshot directory `dir`. `config` gives
+    /// the host side (serial log, vsock socket, API socket, console); its
+    /// guest fields (kernel, memory size, vCPUs) are ignored in favour of
+    /// the snapshot's. With `paused`, the vCPUs wait for a resume.
+    pub fn restore(
+        dir: &Path,
+        config: &VmmConfig,
+        mode: LoadMode,
+        paused: bool,
+    ) -> Result<Vmm, VmmError> {
+        let (snap, memory) = snapshot::load(dir, mode)?;
+        let vm = MicroVm::restore(&snap.machine, memory)?;
+        let config = VmmConfig {
+            mem_mib: snap.mem_mib,
+            vcpus: snap.vcpus,
+            nested_pvm: snap.nested_pvm,
+            ..config.clone()
+        };
+        let mut vmm = Self::assemble(vm, &config, Some(&snap.devices))?;
+        vmm.start_paused = paused;
+        Ok(vmm)
+    }
+
+    fn assemble(
+        mut vm: MicroVm,
+        config: &VmmConfig,
+        states: Option<&DeviceStates>,
+    ) -> Result<Vmm, VmmError> {
         let mut em =
             EventManager::<Subscriber>::new().map_err(|e| VmmError::EventLoop(e.to_string()))?;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(VmmError::EventFd);
-
-        let log = File::create(&config.serial_log)
-            .map_err(|e| VmmError::SerialLog(config.serial_log.clone(), e))?;
-        let drained = evt()?;
-        let serial = Arc::new(Mutex::new(Serial::new(SerialArgs {
-            interrupt: Arc::new(irq(&vm, SERIAL_IRQ)?),
-            out: ConsoleOut::new(log, config.console),
-            input_drained: Some(drained.try_clone().map_err(VmmError::EventFd)?),
-        })));
-        vm.pio_bus_mut()
-            .insert(serial.clone(), COM1_BASE, SERIAL_PORTS)
-            .map_err(BuildError::from)?;
-
-        let reset = evt()?;
-        let i8042 = I8042::new(
-            reset.try_clone().map_err(VmmError::EventFd)?,
-            Arc::new(irq(&vm, I8042_IRQ)?),
-        );
-        vm.pio_bus_mut()
-            .insert(Arc::new(Mutex::new(i8042)), I8042_BASE, I8042_PORTS)
-            .map_err(BuildError::from)?;
-
-        let vsock = match &config.vsock {
-            Some(v) => Some(add_vsock(&mut vm, &mut em, v)?),
-            None => None,
-        };
-
+        let devices = Devices::attach(&mut vm, &mut em, config, states)?;
         let api = match &config.api_socket {
             Some(path) => Some(ApiServer::start(path)?),
             None => None,
         };
+        let clone = |e: &vmm_sys_util::eventfd::EventFd| e.try_clone().map_err(VmmError::EventFd);
         let pending = Arc::new(Mutex::new(Pending::default()));
         let control = Control::new(
             Arc::clone(&pending),
-            vm.exit_event().try_clone().map_err(VmmError::EventFd)?,
-            reset,
-            api.as_ref()
-                .map(|a| a.wake_fd().try_clone())
-                .transpose()
-                .map_err(VmmError::EventFd)?,
-            drained,
+            clone(vm.exit_event())?,
+            clone(&devices.reset)?,
+            api.as_ref().map(|a| clone(a.wake_fd())).transpose()?,
+            clone(&devices.drained)?,
             config.console,
         );
         em.add_subscriber(Arc::new(Mutex::new(control)));
         Ok(Vmm {
             em,
             pending,
-            serial,
-            vsock,
+            devices,
             api,
             state: RunState::Created,
-            mem_mib: config.mem_mib.into(),
-            vcpus: config.vcpus,
+            start_paused: false,
+            config: config.clone(),
             vm,
         })
     }
@@ -219,15 +214,17 @@ impl Vmm {
     /// The vsock transport's device status register (0 before the guest
     /// driver touches it; DRIVER_OK is bit 2).
     pub fn vsock_driver_status(&self) -> Option<u32> {
-        self.vsock
-            .as_ref()
-            .map(|t| t.lock().expect("transport lock").status())
+        self.devices.vsock_status()
     }
 
     /// Starts the vCPUs and serves events until the VM ends; returns why.
     pub fn run(&mut self) -> Result<ExitReason, VmmError> {
         self.vm.start()?;
         self.state = RunState::Running;
+        if self.start_paused {
+            self.vm.pause()?;
+            self.state = RunState::Paused;
+        }
         loop {
             self.em
                 .run()
@@ -238,6 +235,36 @@ impl Vmm {
                 return Ok(reason);
             }
         }
+    }
+
+    /// Pauses the VM (if it runs), writes a snapshot into `dir`, and then
+    /// resumes, stays paused or ends as `after` says (`Some` ends the loop).
+    pub fn snapshot(&mut self, dir: &Path, after: After) -> Result<SnapshotSummary, VmmError> {
+        let was_paused = self.state == RunState::Paused;
+        let started = std::time::Instant::now();
+        if !was_paused {
+            self.vm.pause()?;
+        }
+        let result = snapshot::create(dir, &self.vm, &self.devices, &self.config);
+        let resume = match (&result, after) {
+            (Err(_), _) | (Ok(_), After::Resume) => !was_paused,
+            (Ok(_), After::Pause | After::Exit) => false,
+        };
+        if resume {
+            self.vm.resume()?;
+        }
+        self.state = if resume {
+            RunState::Running
+        } else {
+            RunState::Paused
+        };
+        let mut summary = result?;
+        summary.downtime = if resume {
+            started.elapsed()
+        } else {
+            summary.total
+        };
+        Ok(summary)
     }
 
     /// Acts on what the control subscriber saw; `Some` ends the loop.
@@ -265,8 +292,18 @@ impl Vmm {
         }
         if api {
             while let Some(request) = self.api.as_ref().and_then(ApiServer::next_request) {
-                let stop = request.request == ApiRequest::Shutdown;
                 let response = self.serve(&request.request);
+                let stop = matches!(request.request, ApiRequest::Shutdown)
+                    || matches!(
+                        (&request.request, &response),
+                        (
+                            ApiRequest::SnapshotCreate {
+                                after: After::Exit,
+                                ..
+                            },
+                            ApiResponse::Snapshot { .. }
+                        )
+                    );
                 request.respond(response);
                 if stop {
                     return Ok(Some(ExitReason::Stopped));
@@ -277,8 +314,20 @@ impl Vmm {
     }
 
     fn serve(&mut self, request: &ApiRequest) -> ApiResponse {
+        if let ApiRequest::SnapshotCreate { dir, after } = request {
+            return match self.snapshot(dir, *after) {
+                Ok(s) => ApiResponse::Snapshot {
+                    bytes: s.bytes,
+                    downtime_ms: s.downtime.as_millis() as u64,
+                    total_ms: s.total.as_millis() as u64,
+                },
+                Err(e) => ApiResponse::Error {
+                    message: crate::error_chain(&e),
+                },
+            };
+        }
         let result = match request {
-            ApiRequest::Status | ApiRequest::Shutdown => Ok(()),
+            ApiRequest::Status | ApiRequest::Shutdown | ApiRequest::SnapshotCreate { .. } => Ok(()),
             ApiRequest::Pause => self.vm.pause().map(|()| self.state = RunState::Paused),
             ApiRequest::Resume => self.vm.resume().map(|()| self.state = RunState::Running),
         };
@@ -289,8 +338,8 @@ impl Vmm {
                 } else {
                     self.state
                 },
-                vcpus: self.vcpus,
-                mem_mib: self.mem_mib,
+                vcpus: self.config.vcpus,
+                mem_mib: self.config.mem_mib.into(),
                 vsock_status: self.vsock_driver_status(),
             },
             Err(e) => ApiResponse::Error {
@@ -302,7 +351,7 @@ impl Vmm {
     /// Queues console input; what the UART cannot take yet waits for its
     /// drained event.
     fn feed_console(&mut self, input: Vec<u8>) {
-        let mut serial = self.serial.lock().expect("serial lock");
+        let mut serial = self.devices.serial.lock().expect("serial lock");
         let mut p = self.pending.lock().expect("pending lock");
         p.backlog.extend(input);
         let waiting: Vec<u8> = p.backlog.iter().copied().collect();
@@ -310,34 +359,4 @@ impl Vmm {
             p.backlog.drain(..n);
         }
     }
-}
-
-fn irq(vm: &MicroVm, gsi: u32) -> Result<IrqLine, VmmError> {
-    IrqLine::new(vm.vm(), gsi).map_err(|e| VmmError::Build(BuildError::Vm(e)))
-}
-
-/// Creates the vsock device, its virtio-mmio transport and event handler.
-fn add_vsock(
-    vm: &mut MicroVm,
-    em: &mut EventManager<Subscriber>,
-    config: &VsockConfig,
-) -> Result<Arc<Mutex<MmioTransport>>, VmmError> {
-    let boxed = |e: Box<dyn std::error::Error + Send + Sync>| VmmError::Device("vsock", e);
-    let backend = UnixBackend::new(&config.uds_path).map_err(|e| boxed(Box::new(e)))?;
-    let device = Arc::new(Mutex::new(
-        Vsock::new(config.guest_cid.into(), backend).map_err(|e| boxed(Box::new(e)))?,
-    ));
-    let transport = MmioTransport::new(MmioTransportArgs {
-        mem: vm.memory().clone(),
-        device: device.clone(),
-        interrupt: Arc::new(irq(vm, VIRTIO_IRQ_START)?),
-    })
-    .map_err(|e| boxed(Box::new(e)))?;
-    let transport = Arc::new(Mutex::new(transport));
-    vm.mmio_bus_mut()
-        .insert(transport.clone(), VIRTIO_MMIO_START, MMIO_LEN)
-        .map_err(BuildError::from)?;
-    let handler = VsockEventHandler::new(device).map_err(|e| boxed(Box::new(e)))?;
-    em.add_subscriber(Arc::new(Mutex::new(handler)));
-    Ok(transport)
 }
