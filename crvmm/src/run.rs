@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Where the serial console goes (it is always logged too).
     #[arg(long, value_enum, default_value = "auto")]
     console: ConsoleChoice,
+    /// Record dirty pages so that snapshots after the first can be diffs
+    /// (kvm engine).
+    #[arg(long)]
+    track_dirty: bool,
     /// Seconds to wait for the agent before giving up (0: do not wait).
     #[arg(long, default_value_t = 60)]
     agent_timeout: u64,
@@ -75,7 +79,7 @@ pub enum Channel {
 }
 
 pub fn run(base: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (engine, agent_can_run) = pick_engine(args.engine, base)?;
+    let (engine, agent_can_run) = pick_engine(args.engine, base, args.track_dirty)?;
     let terminal = match args.console {
         ConsoleChoice::Auto => std::io::stdin().is_terminal(),
         ConsoleChoice::Terminal => true,
@@ -165,7 +169,11 @@ pub fn supervise(
 }
 
 /// The engine to use, and whether its guests can run the agent here.
-fn pick_engine(choice: EngineChoice, base: &Path) -> anyhow::Result<(Box<dyn Engine>, bool)> {
+fn pick_engine(
+    choice: EngineChoice,
+    base: &Path,
+    track_dirty: bool,
+) -> anyhow::Result<(Box<dyn Engine>, bool)> {
     let kvm = HostKvm::probe();
     let support = kvm.linux_guest_support();
     match (choice, &support) {
@@ -175,12 +183,16 @@ fn pick_engine(choice: EngineChoice, base: &Path) -> anyhow::Result<(Box<dyn Eng
                 "crvmm: {why}: the guest boots to the hand-over to init and stops there \
                  (its first system call faults); use --engine qemu for a whole guest"
             );
-            Ok((Box::new(KvmEngine::new(base)?), false))
+            Ok((
+                Box::new(KvmEngine::new(base)?.track_dirty(track_dirty)),
+                false,
+            ))
         }
         (EngineChoice::Kvm, Err(why)) => bail!("--engine kvm: {why}; run with --engine qemu"),
-        (EngineChoice::Kvm | EngineChoice::Auto, Ok(())) => {
-            Ok((Box::new(KvmEngine::new(base)?), true))
-        }
+        (EngineChoice::Kvm | EngineChoice::Auto, Ok(())) => Ok((
+            Box::new(KvmEngine::new(base)?.track_dirty(track_dirty)),
+            true,
+        )),
         (EngineChoice::Auto, Err(why)) => {
             eprintln!("crvmm: using the qemu engine: {why}");
             Ok((Box::new(QemuEngine::new(base)?), true))

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use crvmm_engine::kvm::KvmEngine;
+use crvmm_engine::qemu::{QemuEngine, MANIFEST_FILE as QEMU_MANIFEST};
 use crvmm_engine::{remote, rundir, AfterSnapshot, Console, Engine, RestoreOptions};
 
 #[derive(Args)]
@@ -26,6 +27,10 @@ enum SnapshotCommand {
         /// What the VM does afterwards.
         #[arg(long, value_enum, default_value = "resume")]
         after: AfterChoice,
+        /// Write only the pages changed since the VM's previous snapshot
+        /// (kvm engine, started with --track-dirty); restore follows the chain.
+        #[arg(long)]
+        diff: bool,
     },
     /// Bring a VM back from a snapshot and stay attached until it ends.
     Restore {
@@ -37,6 +42,9 @@ enum SnapshotCommand {
         /// Keep it paused (`crvmm resume` lets it run).
         #[arg(long)]
         paused: bool,
+        /// Record dirty pages, so later snapshots of it can be diffs.
+        #[arg(long)]
+        track_dirty: bool,
     },
     /// Print a snapshot's state as JSON.
     Inspect {
@@ -54,14 +62,19 @@ enum AfterChoice {
 
 pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        SnapshotCommand::Create { vm, dir, after } => {
+        SnapshotCommand::Create {
+            vm,
+            dir,
+            after,
+            diff,
+        } => {
             let record = rundir::find(base, &vm)?;
             let after = match after {
                 AfterChoice::Resume => AfterSnapshot::Resume,
                 AfterChoice::Pause => AfterSnapshot::Pause,
                 AfterChoice::Exit => AfterSnapshot::Exit,
             };
-            let info = remote::snapshot(&record, &dir, after)?;
+            let info = remote::snapshot(&record, &dir, after, diff)?;
             eprintln!(
                 "crvmm: snapshot of {vm:?} in {}: {:.1} MiB, guest paused {} ms, {} ms in all",
                 info.dir.display(),
@@ -71,9 +84,18 @@ pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        SnapshotCommand::Restore { dir, name, paused } => {
+        SnapshotCommand::Restore {
+            dir,
+            name,
+            paused,
+            track_dirty,
+        } => {
             let stop = crate::run::stop_flag()?;
-            let engine = KvmEngine::new(base)?;
+            let engine: Box<dyn Engine> = if is_qemu_snapshot(&dir) {
+                Box::new(QemuEngine::new(base)?)
+            } else {
+                Box::new(KvmEngine::new(base)?.track_dirty(track_dirty))
+            };
             let options = RestoreOptions {
                 name,
                 console: Console::LogOnly,
@@ -96,6 +118,12 @@ pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             );
             crate::run::supervise(vm, false, &stop)
         }
+        SnapshotCommand::Inspect { dir } if is_qemu_snapshot(&dir) => {
+            let manifest = std::fs::read_to_string(dir.join(QEMU_MANIFEST))
+                .with_context(|| format!("reading {}", dir.join(QEMU_MANIFEST).display()))?;
+            print!("{manifest}");
+            Ok(ExitCode::SUCCESS)
+        }
         SnapshotCommand::Inspect { dir } => {
             let state = crvmm_vmm::runtime::snapshot::read_state(&dir)
                 .with_context(|| format!("reading the snapshot in {}", dir.display()))?;
@@ -112,4 +140,10 @@ pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// A QEMU-engine snapshot has a manifest; the KVM engine writes `state` and
+/// `memory` instead.
+fn is_qemu_snapshot(dir: &Path) -> bool {
+    dir.join(QEMU_MANIFEST).exists()
 }

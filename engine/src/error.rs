@@ -2,6 +2,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::kernel::KernelError;
+use crate::qemu::SnapshotError;
 use crate::rundir::RunDirError;
 use crate::vsock::VsockError;
 
@@ -83,6 +84,10 @@ pub enum EngineError {
         /// QEMU's answer or the I/O failure.
         reason: String,
     },
+    /// A QEMU-engine snapshot could not be taken or restored; the message
+    /// names the file or the step.
+    #[error(transparent)]
+    QemuSnapshot(#[from] SnapshotError),
     /// The operation is not possible in the VM's current state.
     #[error("cannot {operation}: {reason}")]
     State {

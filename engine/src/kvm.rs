@@ -32,6 +32,7 @@ pub const GUEST_CID: u32 = 3;
 pub struct KvmEngine {
     run_base: PathBuf,
     host: HostKvm,
+    track_dirty: bool,
 }
 
 impl KvmEngine {
@@ -49,7 +50,15 @@ impl KvmEngine {
         Ok(KvmEngine {
             run_base: run_base.into(),
             host,
+            track_dirty: false,
         })
+    }
+
+    /// Makes its VMs record dirty pages, so that snapshots after the first
+    /// can be diffs (it costs a write-protection fault per page per round).
+    pub fn track_dirty(mut self, on: bool) -> KvmEngine {
+        self.track_dirty = on;
+        self
     }
 
     /// What the host is.
@@ -166,6 +175,7 @@ impl KvmVm {
             api_socket: Some(api_socket.clone()),
             nested_pvm: engine.host.nested_pvm,
             payload: None,
+            track_dirty: engine.track_dirty,
         };
         let (built_tx, built_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -235,6 +245,7 @@ pub(crate) fn snapshot_via_api(
     socket: &Path,
     dir: &Path,
     after: AfterSnapshot,
+    diff: bool,
 ) -> Result<SnapshotInfo, EngineError> {
     let after = match after {
         AfterSnapshot::Resume => After::Resume,
@@ -246,6 +257,7 @@ pub(crate) fn snapshot_via_api(
     let request = ApiRequest::SnapshotCreate {
         dir: dir.clone(),
         after,
+        diff,
     };
     let fail = |reason: String| EngineError::State {
         operation: "snapshot the VM",
@@ -367,7 +379,7 @@ impl Vm for KvmVm {
     }
 
     fn snapshot(&mut self, dir: &Path, after: AfterSnapshot) -> Result<SnapshotInfo, EngineError> {
-        snapshot_via_api(&self.api_socket, dir, after)
+        snapshot_via_api(&self.api_socket, dir, after, false)
     }
 
     fn kill(&mut self) {

@@ -4,6 +4,8 @@
 //! The agent channel is virtio-vsock through rust-vmm's `vhost-device-vsock`
 //! (host side: Firecracker's `CONNECT <port>` Unix-socket protocol), or a
 //! virtio-serial port wired to a Unix socket, which keeps the VM migratable.
+//!
+//! Whole-VM snapshots go through QEMU's own migration stream ([`snapshot`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,6 +20,13 @@ use crate::process::{self, log_tail, Supervised};
 use crate::qmp::Qmp;
 use crate::rundir::{RunDir, VmRecord};
 use crate::{kernel, AfterSnapshot, Engine, RestoreOptions, SnapshotInfo, Vm, VmExit};
+
+mod manifest;
+mod sha256;
+mod snapshot;
+
+pub use manifest::MANIFEST_FILE;
+pub use snapshot::SnapshotError;
 
 /// The kernel command line every guest gets: serial console, and a reset
 /// (which the VMM turns into an exit) on reboot or panic.
@@ -59,17 +68,16 @@ impl Engine for QemuEngine {
         Ok(Box::new(QemuVm::boot(self, config)?))
     }
 
-    fn restore(&self, _dir: &Path, _options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError> {
-        Err(EngineError::State {
-            operation: "restore a qemu-engine snapshot",
-            reason: "not implemented yet".into(),
-        })
+    fn restore(&self, dir: &Path, options: &RestoreOptions) -> Result<Box<dyn Vm>, EngineError> {
+        Ok(Box::new(snapshot::restore(self, dir, options)?))
     }
 }
 
 /// A VM run by QEMU.
 pub struct QemuVm {
     name: String,
+    /// What it was started from (a restored VM: its snapshot's config).
+    config: VmConfig,
     // Field order is drop order: QEMU stops before its vsock backend, and
     // the run directory goes last.
     qemu: Supervised,
@@ -82,8 +90,26 @@ pub struct QemuVm {
     run_dir: RunDir,
 }
 
+/// How QEMU starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// Boot the kernel.
+    Boot,
+    /// Wait, with vCPUs stopped, for a migration stream (`migrate-incoming`).
+    Incoming,
+}
+
 impl QemuVm {
     fn boot(engine: &QemuEngine, config: &VmConfig) -> Result<QemuVm, EngineError> {
+        QemuVm::start(engine, config, Launch::Boot)
+    }
+
+    /// Starts QEMU for `config`; boot and restore build the same machine.
+    fn start(
+        engine: &QemuEngine,
+        config: &VmConfig,
+        launch: Launch,
+    ) -> Result<QemuVm, EngineError> {
         config.validate().map_err(EngineError::Config)?;
         kernel::probe(&config.kernel)?;
         if let Some(initrd) = &config.initrd {
@@ -130,6 +156,9 @@ impl QemuVm {
             }
         };
 
+        if launch == Launch::Incoming {
+            args.extend(["-S", "-incoming", "defer"].map(String::from));
+        }
         let mut cmd = Command::new(&engine.qemu);
         cmd.args(&args);
         let terminal = config.console == Console::Terminal;
@@ -144,6 +173,7 @@ impl QemuVm {
         let qemu = Supervised::spawn(cmd, !terminal)?;
         let vm = QemuVm {
             name: config.name.clone(),
+            config: config.clone(),
             qemu,
             vhost,
             agent,
@@ -176,14 +206,19 @@ impl QemuVm {
         }
     }
 
-    fn qmp(&self, command: &str) -> Result<(), EngineError> {
+    /// A QMP connection to the VM, which must not have exited.
+    fn control(&self) -> Result<Qmp, EngineError> {
         if let Some(exit) = &self.exit {
             return Err(EngineError::State {
                 operation: "control the VM",
                 reason: format!("it has exited ({exit})"),
             });
         }
-        Qmp::connect(&self.qmp_socket, Duration::from_secs(10))?.execute(command, None)?;
+        Qmp::connect(&self.qmp_socket, Duration::from_secs(10))
+    }
+
+    fn qmp(&self, command: &str) -> Result<(), EngineError> {
+        self.control()?.execute(command, None)?;
         Ok(())
     }
 
@@ -285,15 +320,8 @@ impl Vm for QemuVm {
         }
     }
 
-    fn snapshot(
-        &mut self,
-        _dir: &Path,
-        _after: AfterSnapshot,
-    ) -> Result<SnapshotInfo, EngineError> {
-        Err(EngineError::State {
-            operation: "snapshot a qemu-engine VM",
-            reason: "not implemented yet".into(),
-        })
+    fn snapshot(&mut self, dir: &Path, after: AfterSnapshot) -> Result<SnapshotInfo, EngineError> {
+        snapshot::take(self, dir, after)
     }
 
     fn kill(&mut self) {

@@ -32,14 +32,17 @@ pub fn status(record: &VmRecord) -> Result<String, EngineError> {
     }
 }
 
-/// Writes a whole-VM snapshot of a VM another `crvmm` process owns.
+/// Writes a whole-VM snapshot of a VM another `crvmm` process owns; with
+/// `diff`, only the pages changed since its previous snapshot (KVM engine,
+/// VM started with dirty tracking).
 pub fn snapshot(
     record: &VmRecord,
     dir: &std::path::Path,
     after: crate::AfterSnapshot,
+    diff: bool,
 ) -> Result<crate::SnapshotInfo, EngineError> {
     match record.engine {
-        EngineKind::Kvm => crate::kvm::snapshot_via_api(&record.control_socket, dir, after),
+        EngineKind::Kvm => crate::kvm::snapshot_via_api(&record.control_socket, dir, after, diff),
         EngineKind::Qemu => Err(EngineError::State {
             operation: "snapshot a qemu-engine VM from another process",
             reason: "not supported yet; use the engine API in the owning process".into(),

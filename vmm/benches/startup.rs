@@ -36,6 +36,7 @@ fn spec(mem_mib: u64) -> VmSpec {
         cpuid: CpuidPolicy {
             nested_pvm: HostKvm::probe().nested_pvm,
         },
+        track_dirty: false,
     }
 }
 

@@ -45,6 +45,9 @@ pub enum ApiRequest {
         /// What the VM does afterwards (default: resume).
         #[serde(default = "resume")]
         after: crate::runtime::snapshot::After,
+        /// Write only the pages changed since this VM's previous snapshot.
+        #[serde(default)]
+        diff: bool,
     },
 }
 

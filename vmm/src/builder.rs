@@ -57,6 +57,8 @@ pub struct VmSpec {
     pub boot: Boot,
     /// CPUID quirks for this host.
     pub cpuid: CpuidPolicy,
+    /// Record which pages change, for diff snapshots.
+    pub track_dirty: bool,
 }
 
 /// Errors of building and running a microVM.
@@ -120,6 +122,7 @@ pub struct MicroVm {
     exit_evt: EventFd,
     debug_exit: Arc<Mutex<Option<u32>>>,
     debug_port: bool,
+    track_dirty: bool,
     vm: Vm,
     memory: GuestMemoryMmap,
 }
@@ -132,7 +135,7 @@ impl MicroVm {
         }
         let memory = memory::create(spec.mem_size)?;
         let vm = Vm::new()?;
-        vm.register_memory(&memory)?;
+        vm.register_memory(&memory, spec.track_dirty)?;
         let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)?;
         let debug_exit = Arc::new(Mutex::new(None));
         let mut pio = Bus::new();
@@ -176,6 +179,7 @@ impl MicroVm {
             exit_evt,
             debug_exit,
             debug_port,
+            track_dirty: spec.track_dirty,
             vm,
             memory,
         })
@@ -185,13 +189,17 @@ impl MicroVm {
     /// KVM VM with the saved interrupt controllers, timer and clock, and
     /// vCPUs with their saved state. Devices go on the buses before
     /// [`MicroVm::start`], as after [`MicroVm::create`].
-    pub fn restore(state: &MicroVmState, memory: GuestMemoryMmap) -> Result<MicroVm, BuildError> {
+    pub fn restore(
+        state: &MicroVmState,
+        memory: GuestMemoryMmap,
+        track_dirty: bool,
+    ) -> Result<MicroVm, BuildError> {
         let count = u8::try_from(state.vcpus.len())
             .ok()
             .filter(|n| (1..=mptable::MAX_VCPUS).contains(n))
             .ok_or(BuildError::VcpuCount(u8::MAX))?;
         let vm = Vm::new()?;
-        vm.register_memory(&memory)?;
+        vm.register_memory(&memory, track_dirty)?;
         vm.restore_state(&state.vm)?;
         let exit_evt = EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)?;
         let debug_exit = Arc::new(Mutex::new(None));
@@ -217,6 +225,7 @@ impl MicroVm {
             exit_evt,
             debug_exit,
             debug_port: state.debug_port,
+            track_dirty,
             vm,
             memory,
         })
@@ -239,6 +248,41 @@ impl MicroVm {
             vcpus,
             debug_port: self.debug_port,
         })
+    }
+
+    /// Whether the VM records dirty pages.
+    pub fn tracks_dirty(&self) -> bool {
+        self.track_dirty
+    }
+
+    /// The pages written since the last call (by vCPUs, as KVM logged them,
+    /// and by devices, through guest memory's own bitmap), in memory-file
+    /// order; reading clears both records. Call while paused.
+    pub fn dirty_pages(&self) -> Result<memory::DirtyMap, BuildError> {
+        use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+        if !self.track_dirty {
+            return Err(BuildError::State("read dirty pages", "not tracking them"));
+        }
+        let total: u64 = self.memory.iter().map(|r| r.len()).sum();
+        let mut map = memory::DirtyMap::clean(total / memory::PAGE_SIZE);
+        let mut first_page = 0;
+        for (slot, region) in self.memory.iter().enumerate() {
+            let pages = region.len() / memory::PAGE_SIZE;
+            let kvm = self.vm.dirty_log(slot as u32, region.len() as usize)?;
+            // The mapping's own bitmap: writes made through vm-memory.
+            let devices = std::ops::Deref::deref(region).bitmap();
+            for page in 0..pages {
+                let by_vcpu = kvm
+                    .get((page / 64) as usize)
+                    .is_some_and(|w| w & (1 << (page % 64)) != 0);
+                if by_vcpu || devices.is_bit_set(page as usize) {
+                    map.set(first_page + page);
+                }
+            }
+            devices.reset();
+            first_page += pages;
+        }
+        Ok(map)
     }
 
     /// Guest memory.

@@ -64,6 +64,7 @@ fn linux_boots_to_init_with_console_and_vsock() {
         api_socket: Some(dir.join("api.sock")),
         nested_pvm: host.nested_pvm,
         payload: None,
+        track_dirty: false,
     };
     let log = config.serial_log.clone();
     let api_path = dir.join("api.sock");

@@ -29,6 +29,7 @@ fn spec(code: Vec<u8>, vcpus: u8) -> VmSpec {
         cpuid: CpuidPolicy {
             nested_pvm: HostKvm::probe().nested_pvm,
         },
+        track_dirty: false,
     }
 }
 

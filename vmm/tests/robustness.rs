@@ -30,6 +30,7 @@ fn config(dir: &std::path::Path) -> VmmConfig {
         api_socket: Some(dir.join("api.sock")),
         nested_pvm: HostKvm::probe().nested_pvm,
         payload: None,
+        track_dirty: false,
     }
 }
 

@@ -41,6 +41,7 @@ fn boot(payload: &str, vcpus: u8) -> (MicroVm, Arc<Mutex<usize>>) {
         cpuid: CpuidPolicy {
             nested_pvm: HostKvm::probe().nested_pvm,
         },
+        track_dirty: false,
     };
     let mut vm = MicroVm::create(&spec).unwrap();
     let port = attach(&mut vm);
@@ -86,7 +87,7 @@ fn restore(state: &std::path::Path, mem: &std::path::Path, mode: LoadMode) -> Mi
     let (_, state): (_, MicroVmState) =
         crvmm_snapshot::read(&mut bytes.as_slice(), crvmm_snapshot::DEFAULT_MAX_PAYLOAD).unwrap();
     let memory = memory::load(mem, state.mem_size, mode).unwrap();
-    MicroVm::restore(&state, memory).unwrap()
+    MicroVm::restore(&state, memory, false).unwrap()
 }
 
 #[test]

@@ -37,6 +37,7 @@ fn config(dir: &Path, tag: &str) -> VmmConfig {
         api_socket: Some(dir.join(format!("api-{tag}.sock"))),
         nested_pvm: HostKvm::probe().nested_pvm,
         payload: Some(assemble("uart_counter")),
+        track_dirty: false,
     }
 }
 
@@ -77,6 +78,7 @@ fn snapshot_of_a_counting_guest(dir: &Path) -> (PathBuf, u64) {
     let request = ApiRequest::SnapshotCreate {
         dir: snap.clone(),
         after: After::Exit,
+        diff: false,
     };
     match api::call(&api_path, &request, Duration::from_secs(60)).unwrap() {
         ApiResponse::Snapshot { bytes, .. } => assert!(bytes >= 32 << 20, "{bytes} bytes"),
@@ -165,6 +167,7 @@ fn snapshot_into_an_existing_directory_is_refused_and_the_vm_runs_on() {
     let request = ApiRequest::SnapshotCreate {
         dir: existing.clone(),
         after: After::Resume,
+        diff: false,
     };
     match api::call(&api_path, &request, Duration::from_secs(30)).unwrap() {
         ApiResponse::Error { message } => assert!(message.contains("already exists"), "{message}"),
@@ -182,5 +185,79 @@ fn snapshot_into_an_existing_directory_is_refused_and_the_vm_runs_on() {
         .collect();
     assert!(leftovers.is_empty());
     let _ = VmmError::EventFd; // the error type is part of the public API
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn diff_chain_restores_the_same_memory_as_a_full_snapshot() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_dir("vmmsnap");
+    let mut c = config(&dir, "d");
+    c.track_dirty = true;
+    let (log, api_path) = (c.serial_log.clone(), c.api_socket.clone().unwrap());
+    let vm = spawn(move || Vmm::new(&c).unwrap());
+    let snap = |name: &str, after: After, diff: bool| -> PathBuf {
+        let path = dir.join(name);
+        let request = ApiRequest::SnapshotCreate {
+            dir: path.clone(),
+            after,
+            diff,
+        };
+        match api::call(&api_path, &request, Duration::from_secs(60)).unwrap() {
+            ApiResponse::Snapshot { .. } => path,
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    wait_dots(&log, 2);
+    let base = snap("s0", After::Resume, false);
+    wait_dots(&log, dots(&log) + 2);
+    let d1 = snap("s1", After::Resume, true);
+    wait_dots(&log, dots(&log) + 2);
+    let d2 = snap("s2", After::Pause, true);
+    // Same paused instant as s2, written in full.
+    let full = snap("f2", After::Exit, false);
+    vm.join().unwrap();
+
+    // Diffs hold only what changed: a few pages on disk, not 32 MiB.
+    for d in [&d1, &d2] {
+        let used = std::fs::metadata(d.join(MEMORY_FILE)).unwrap().blocks() * 512;
+        assert!(used < 1 << 20, "{} uses {used} bytes on disk", d.display());
+        let state = crvmm_vmm::runtime::snapshot::read_state(d).unwrap();
+        assert!(matches!(
+            state.memory,
+            crvmm_vmm::runtime::snapshot::MemoryImage::Diff { .. }
+        ));
+    }
+    assert!(std::fs::metadata(base.join(MEMORY_FILE)).unwrap().blocks() * 512 >= 1 << 20);
+
+    // The chain s0 + s1 + s2 rebuilds f2's memory byte for byte.
+    let (_, chain) = crvmm_vmm::runtime::snapshot::load(&d2, LoadMode::ReadAll).unwrap();
+    let rebuilt = dir.join("rebuilt");
+    let mut f = std::fs::File::create(&rebuilt).unwrap();
+    crvmm_vmm::vstate::memory::dump(&chain, &mut f).unwrap();
+    drop(f);
+    let (a, b) = (
+        std::fs::read(&rebuilt).unwrap(),
+        std::fs::read(full.join(MEMORY_FILE)).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "the diff chain differs from the full snapshot");
+    let counter = |mem: &[u8]| u64::from_le_bytes(mem[COUNTER as usize..][..8].try_into().unwrap());
+    assert!(counter(&a) > 0);
+
+    // And a VM restored from the end of the chain counts on from there.
+    let c = config(&dir, "e");
+    let (log, api_path) = (c.serial_log.clone(), c.api_socket.clone().unwrap());
+    let from = counter(&a);
+    let vm = spawn(move || Vmm::restore(&d2, &c, LoadMode::MapPrivate, false).unwrap());
+    wait_dots(&log, 2);
+    api::call(&api_path, &ApiRequest::Shutdown, Duration::from_secs(10)).unwrap();
+    let (_, count) = vm.join().unwrap();
+    assert!(count > from, "counted on from {from:#x} to {count:#x}");
+
+    // A chain whose parent is gone names it.
+    std::fs::remove_dir_all(&d1).unwrap();
+    let err = crvmm_vmm::runtime::snapshot::load(&dir.join("s2"), LoadMode::ReadAll).unwrap_err();
+    assert!(crvmm_vmm::error_chain(&err).contains("s1"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -71,6 +71,8 @@ pub struct VmmConfig {
     /// Run this 64-bit payload instead of `kernel` (tests and probes; it
     /// ends the VM by writing an exit code to port 0xf4).
     pub payload: Option<Vec<u8>>,
+    /// Record dirty pages, so snapshots after the first can be diffs.
+    pub track_dirty: bool,
 }
 
 /// Errors of building or running the VMM.
@@ -110,6 +112,8 @@ pub struct Vmm {
     api: Option<ApiServer>,
     state: RunState,
     start_paused: bool,
+    /// The last snapshot taken, the parent of the next diff.
+    last_snapshot: Option<PathBuf>,
     config: VmmConfig,
     // Last: vCPU threads stop before the devices they use go away.
     vm: MicroVm,
@@ -138,6 +142,7 @@ impl Vmm {
             cpuid: CpuidPolicy {
                 nested_pvm: config.nested_pvm,
             },
+            track_dirty: config.track_dirty,
         };
         let vm = MicroVm::create(&spec)?;
         Self::assemble(vm, config, None)
@@ -154,7 +159,7 @@ impl Vmm {
         paused: bool,
     ) -> Result<Vmm, VmmError> {
         let (snap, memory) = snapshot::load(dir, mode)?;
-        let vm = MicroVm::restore(&snap.machine, memory)?;
+        let vm = MicroVm::restore(&snap.machine, memory, config.track_dirty)?;
         let config = VmmConfig {
             mem_mib: snap.mem_mib,
             vcpus: snap.vcpus,
@@ -196,6 +201,7 @@ impl Vmm {
             api,
             state: RunState::Created,
             start_paused: false,
+            last_snapshot: None,
             config: config.clone(),
             vm,
         })
@@ -237,15 +243,45 @@ impl Vmm {
         }
     }
 
-    /// Pauses the VM (if it runs), writes a snapshot into `dir`, and then
-    /// resumes, stays paused or ends as `after` says (`Some` ends the loop).
-    pub fn snapshot(&mut self, dir: &Path, after: After) -> Result<SnapshotSummary, VmmError> {
+    /// Pauses the VM (if it runs), writes a snapshot into `dir` (with
+    /// `diff`, only the pages changed since this VM's previous snapshot),
+    /// and then resumes, stays paused or ends as `after` says.
+    pub fn snapshot(
+        &mut self,
+        dir: &Path,
+        after: After,
+        diff: bool,
+    ) -> Result<SnapshotSummary, VmmError> {
+        let parent = match (diff, &self.last_snapshot) {
+            (false, _) => None,
+            (true, Some(parent)) if self.vm.tracks_dirty() => Some(parent.clone()),
+            (true, _) => {
+                return Err(SnapshotError::Inconsistent(
+                    "a diff snapshot needs dirty tracking (crvmm run --track-dirty) and an \
+                     earlier snapshot of this VM to diff against"
+                        .into(),
+                )
+                .into())
+            }
+        };
         let was_paused = self.state == RunState::Paused;
         let started = std::time::Instant::now();
         if !was_paused {
             self.vm.pause()?;
         }
-        let result = snapshot::create(dir, &self.vm, &self.devices, &self.config);
+        let result = snapshot::create(
+            dir,
+            &self.vm,
+            &self.devices,
+            &self.config,
+            parent.as_deref(),
+        );
+        // A failed snapshot may have cleared the dirty record: the next diff
+        // would miss pages, so the next snapshot must be full.
+        self.last_snapshot = match &result {
+            Ok(_) => Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())),
+            Err(_) => None,
+        };
         let resume = match (&result, after) {
             (Err(_), _) | (Ok(_), After::Resume) => !was_paused,
             (Ok(_), After::Pause | After::Exit) => false,
@@ -314,8 +350,8 @@ impl Vmm {
     }
 
     fn serve(&mut self, request: &ApiRequest) -> ApiResponse {
-        if let ApiRequest::SnapshotCreate { dir, after } = request {
-            return match self.snapshot(dir, *after) {
+        if let ApiRequest::SnapshotCreate { dir, after, diff } = request {
+            return match self.snapshot(dir, *after, *diff) {
                 Ok(s) => ApiResponse::Snapshot {
                     bytes: s.bytes,
                     downtime_ms: s.downtime.as_millis() as u64,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::devices::{DeviceStates, Devices};
 use super::VmmConfig;
 use crate::builder::{MicroVm, MicroVmState};
-use crate::vstate::memory::{self, LoadMode, MemoryFileError};
+use crate::vstate::memory::{self, DirtyMap, LoadMode, MemoryFileError};
 use crvmm_devices::GuestMemoryMmap;
 
 /// The state file's name.
@@ -39,6 +39,25 @@ pub enum After {
     Exit,
 }
 
+/// What the memory file holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MemoryImage {
+    /// Every page.
+    Full,
+    /// Only the pages written since the parent snapshot (the file is
+    /// sparse: other pages are holes); restore applies it on the parent.
+    Diff {
+        /// The parent snapshot directory (absolute).
+        parent: PathBuf,
+        /// Which pages this file holds.
+        dirty: DirtyMap,
+    },
+}
+
+/// Longest diff chain restore follows.
+pub const MAX_CHAIN: usize = 64;
+
 /// Everything in the state file.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct VmmSnapshot {
@@ -54,6 +73,13 @@ pub struct VmmSnapshot {
     pub machine: MicroVmState,
     /// The devices.
     pub devices: DeviceStates,
+    /// Full memory, or a diff on a parent.
+    #[serde(default = "full")]
+    pub memory: MemoryImage,
+}
+
+fn full() -> MemoryImage {
+    MemoryImage::Full
 }
 
 /// What a snapshot wrote.
@@ -111,12 +137,15 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotE
     move |source| SnapshotError::Io { op, path, source }
 }
 
-/// Writes the snapshot of a paused VM into `dir`.
+/// Writes the snapshot of a paused VM into `dir`: a diff on `parent` when
+/// given (the VM must track dirty pages since that snapshot), else full.
+/// A VM that tracks dirty pages has them cleared either way.
 pub fn create(
     dir: &Path,
     vm: &MicroVm,
     devices: &Devices,
     config: &VmmConfig,
+    parent: Option<&Path>,
 ) -> Result<SnapshotSummary, SnapshotError> {
     let started = Instant::now();
     if dir.exists() {
@@ -129,7 +158,7 @@ pub fn create(
     let partial = dir.with_file_name(format!("{name}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).map_err(io("create", &partial))?;
-    let result = write_files(&partial, vm, devices, config).and_then(|bytes| {
+    let result = write_files(&partial, vm, devices, config, parent).and_then(|bytes| {
         fs::rename(&partial, dir).map_err(io("rename into place", dir))?;
         if let Some(parent) = dir.parent() {
             let _ = File::open(parent).and_then(|d| d.sync_all());
@@ -155,7 +184,25 @@ fn write_files(
     vm: &MicroVm,
     devices: &Devices,
     config: &VmmConfig,
+    parent: Option<&Path>,
 ) -> Result<u64, SnapshotError> {
+    let dirty = if vm.tracks_dirty() {
+        Some(vm.dirty_pages().map_err(SnapshotError::Save)?)
+    } else {
+        None
+    };
+    let memory = match (parent, dirty) {
+        (Some(parent), Some(dirty)) => MemoryImage::Diff {
+            parent: parent.to_owned(),
+            dirty,
+        },
+        (Some(_), None) => {
+            return Err(SnapshotError::Inconsistent(
+                "a diff snapshot needs a VM that tracks dirty pages".into(),
+            ))
+        }
+        (None, _) => MemoryImage::Full,
+    };
     let snap = VmmSnapshot {
         crvmm_version: env!("CARGO_PKG_VERSION").into(),
         mem_mib: config.mem_mib,
@@ -163,10 +210,14 @@ fn write_files(
         nested_pvm: config.nested_pvm,
         machine: vm.save_state().map_err(SnapshotError::Save)?,
         devices: devices.save(),
+        memory,
     };
     let mem_path = dir.join(MEMORY_FILE);
     let mut f = File::create(&mem_path).map_err(io("create", &mem_path))?;
-    let mem_bytes = memory::dump(vm.memory(), &mut f)?;
+    let mem_bytes = match &snap.memory {
+        MemoryImage::Full => memory::dump(vm.memory(), &mut f)?,
+        MemoryImage::Diff { dirty, .. } => memory::dump_dirty(vm.memory(), dirty, &f)?,
+    };
     f.sync_all().map_err(io("sync", &mem_path))?;
     let state_path = dir.join(STATE_FILE);
     let state_bytes = crvmm_snapshot::write_atomic(&state_path, |f| {
@@ -204,9 +255,48 @@ pub fn read_state(dir: &Path) -> Result<VmmSnapshot, SnapshotError> {
 }
 
 /// Reads a snapshot: its state, and its memory (checked against the state's
-/// size) mapped or read as `mode` says.
+/// size) mapped or read as `mode` says. A diff is applied on its parent's
+/// memory, recursively down to a full snapshot.
 pub fn load(dir: &Path, mode: LoadMode) -> Result<(VmmSnapshot, GuestMemoryMmap), SnapshotError> {
     let snap = read_state(dir)?;
-    let mem = memory::load(&dir.join(MEMORY_FILE), snap.machine.mem_size, mode)?;
+    let mem = load_memory(dir, &snap, mode, 0)?;
     Ok((snap, mem))
+}
+
+fn load_memory(
+    dir: &Path,
+    snap: &VmmSnapshot,
+    mode: LoadMode,
+    depth: usize,
+) -> Result<GuestMemoryMmap, SnapshotError> {
+    let size = snap.machine.mem_size;
+    match &snap.memory {
+        MemoryImage::Full => Ok(memory::load(&dir.join(MEMORY_FILE), size, mode)?),
+        MemoryImage::Diff { parent, dirty } => {
+            if depth >= MAX_CHAIN {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "diff chain longer than {MAX_CHAIN} snapshots"
+                )));
+            }
+            dirty.check(size).map_err(SnapshotError::Inconsistent)?;
+            let parent_snap = read_state(parent).map_err(|e| {
+                SnapshotError::Inconsistent(format!(
+                    "parent snapshot {} of the diff in {}: {}",
+                    parent.display(),
+                    dir.display(),
+                    crate::error_chain(&e)
+                ))
+            })?;
+            if parent_snap.machine.mem_size != size {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "parent snapshot {} has {} bytes of memory, the diff {size}",
+                    parent.display(),
+                    parent_snap.machine.mem_size
+                )));
+            }
+            let mem = load_memory(parent, &parent_snap, mode, depth + 1)?;
+            memory::apply_dirty(&mem, dirty, &dir.join(MEMORY_FILE))?;
+            Ok(mem)
+        }
+    }
 }

@@ -189,3 +189,159 @@ mod file_tests {
         std::fs::remove_file(path).unwrap();
     }
 }
+
+/// The page size of dirty tracking and diff snapshots.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Pages written since the last snapshot: one bit per page of the memory
+/// file (regions back to back, as [`dump`] writes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirtyMap {
+    /// Number of pages described.
+    pub pages: u64,
+    /// The bits, 64 pages a word, lowest bit first.
+    pub words: Vec<u64>,
+}
+
+impl DirtyMap {
+    /// All clean, for `pages` pages.
+    pub fn clean(pages: u64) -> DirtyMap {
+        DirtyMap {
+            pages,
+            words: vec![0; pages.div_ceil(64) as usize],
+        }
+    }
+
+    /// Marks page `page`.
+    pub fn set(&mut self, page: u64) {
+        self.words[(page / 64) as usize] |= 1 << (page % 64);
+    }
+
+    /// Whether page `page` is dirty.
+    pub fn is_set(&self, page: u64) -> bool {
+        page < self.pages && self.words[(page / 64) as usize] & (1 << (page % 64)) != 0
+    }
+
+    /// How many pages are dirty.
+    pub fn count(&self) -> u64 {
+        self.words.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// Runs of consecutive dirty pages, as (first page, page count).
+    pub fn runs(&self) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for page in (0..self.pages).filter(|p| self.is_set(*p)) {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == page => *len += 1,
+                _ => runs.push((page, 1)),
+            }
+        }
+        runs
+    }
+
+    /// Checks the map fits a memory of `size` bytes (from an untrusted file).
+    pub fn check(&self, size: u64) -> Result<(), String> {
+        let pages = size / PAGE_SIZE;
+        if self.pages != pages || self.words.len() as u64 != pages.div_ceil(64) {
+            return Err(format!(
+                "dirty map of {} pages in {} words for {pages} pages of memory",
+                self.pages,
+                self.words.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The memory file offset of each guest region, in file order.
+fn file_layout(mem: &GuestMemoryMmap) -> Vec<(GuestAddress, u64, u64)> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let mut offset = 0;
+    mem.iter()
+        .map(|r| {
+            let entry = (r.start_addr(), offset, r.len());
+            offset += r.len();
+            entry
+        })
+        .collect()
+}
+
+/// Writes only the `dirty` pages of `mem` into `file`, at their offsets, and
+/// sizes the file to the whole memory (clean pages are holes). Returns the
+/// bytes of page data written.
+pub fn dump_dirty(
+    mem: &GuestMemoryMmap,
+    dirty: &DirtyMap,
+    file: &std::fs::File,
+) -> Result<u64, MemoryFileError> {
+    use std::os::unix::fs::FileExt;
+    use vm_memory::Bytes;
+    let layout = file_layout(mem);
+    let total: u64 = layout.iter().map(|(_, _, len)| len).sum();
+    let io = |e: std::io::Error| MemoryFileError::File {
+        path: "(diff memory file)".into(),
+        reason: e.to_string(),
+    };
+    file.set_len(total).map_err(io)?;
+    let mut buf = Vec::new();
+    let mut written = 0;
+    for (first, count) in dirty.runs() {
+        let (offset, len) = (first * PAGE_SIZE, count * PAGE_SIZE);
+        let addr = guest_addr(&layout, offset, len).ok_or_else(|| MemoryFileError::File {
+            path: "(diff memory file)".into(),
+            reason: format!("dirty pages at offset {offset:#x} lie outside guest memory"),
+        })?;
+        buf.resize(len as usize, 0);
+        mem.read_slice(&mut buf, addr)
+            .map_err(MemoryFileError::Write)?;
+        file.write_all_at(&buf, offset).map_err(io)?;
+        written += len;
+    }
+    Ok(written)
+}
+
+/// Copies the `dirty` pages of the memory file at `path` into `mem`.
+pub fn apply_dirty(
+    mem: &GuestMemoryMmap,
+    dirty: &DirtyMap,
+    path: &std::path::Path,
+) -> Result<u64, MemoryFileError> {
+    use std::os::unix::fs::FileExt;
+    use vm_memory::Bytes;
+    let bad = |reason: String| MemoryFileError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let layout = file_layout(mem);
+    let total: u64 = layout.iter().map(|(_, _, len)| len).sum();
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    if len != total {
+        return Err(bad(format!(
+            "holds {len} bytes, the snapshot's guest has {total}"
+        )));
+    }
+    dirty.check(total).map_err(bad)?;
+    let mut buf = Vec::new();
+    let mut copied = 0;
+    for (first, count) in dirty.runs() {
+        let (offset, len) = (first * PAGE_SIZE, count * PAGE_SIZE);
+        let addr = guest_addr(&layout, offset, len)
+            .ok_or_else(|| bad(format!("pages at {offset:#x} lie outside guest memory")))?;
+        buf.resize(len as usize, 0);
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| bad(e.to_string()))?;
+        mem.write_slice(&buf, addr).map_err(MemoryFileError::Read)?;
+        copied += len;
+    }
+    Ok(copied)
+}
+
+/// The guest address of file range `[offset, offset + len)`, when it lies
+/// within one region.
+fn guest_addr(layout: &[(GuestAddress, u64, u64)], offset: u64, len: u64) -> Option<GuestAddress> {
+    layout.iter().find_map(|(start, file_off, region_len)| {
+        let rel = offset.checked_sub(*file_off)?;
+        (rel + len <= *region_len).then_some(GuestAddress(start.0 + rel))
+    })
+}

@@ -115,8 +115,9 @@ impl Vm {
         Ok(Vm { kvm, fd })
     }
 
-    /// Gives every region of `mem` to KVM as a memory slot.
-    pub fn register_memory(&self, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    /// Gives every region of `mem` to KVM as a memory slot; with
+    /// `dirty_log`, KVM records which pages the guest writes.
+    pub fn register_memory(&self, mem: &GuestMemoryMmap, dirty_log: bool) -> Result<(), VmError> {
         for (slot, region) in mem.iter().enumerate() {
             let slot = slot as u32;
             let host = region
@@ -127,7 +128,11 @@ impl Vm {
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
                 userspace_addr: host as u64,
-                flags: 0,
+                flags: if dirty_log {
+                    kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+                } else {
+                    0
+                },
             };
             // SAFETY: the region's host mapping belongs to `mem`, which the
             // caller keeps alive as long as the VM (the builder owns both).
@@ -149,6 +154,14 @@ impl Vm {
         self.fd
             .create_vcpu(u64::from(index))
             .map_err(|e| VmError::CreateVcpu(index, e))
+    }
+
+    /// The pages of memory slot `slot` (of `size` bytes) the guest wrote
+    /// since the last call, one bit per 4 KiB page; reading clears them.
+    pub fn dirty_log(&self, slot: u32, size: usize) -> Result<Vec<u64>, VmError> {
+        self.fd
+            .get_dirty_log(slot, size)
+            .map_err(|e| VmError::Save("DIRTY_LOG", e))
     }
 
     /// The MSRs this host's KVM can save and restore.
