@@ -19,4 +19,6 @@ guest: setup
 bench: guest
 	cargo bench -p crvmm-tests --bench qemu_boot
 	cargo bench -p crvmm-vmm --bench startup
+	cargo bench -p crvmm-vmm --bench snapshot
+	cargo bench -p crvmm-tests --bench qemu_snapshot
 	cargo bench -p crvmm-devices --bench vsock_throughput

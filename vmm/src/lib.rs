@@ -13,6 +13,7 @@ pub mod host;
 pub mod irq;
 pub mod loader;
 pub mod runtime;
+pub mod testing;
 pub mod vcpus;
 pub mod vstate;
 
