@@ -296,3 +296,69 @@ fn kvm_snapshot_in_one_process_restores_in_another() {
     std::fs::remove_dir_all(&snap).unwrap();
     sandbox.assert_clean();
 }
+
+#[test]
+fn a_snapshot_killed_halfway_never_looks_complete() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.base();
+    let guest = GuestImage::get();
+    let init_only = guest.init_only.to_str().unwrap();
+    let mut run = Running::spawn(
+        base,
+        "big",
+        &["--engine", "kvm", "--mem-mib", "1024", "--initrd", init_only],
+    );
+    run.wait_for_line("booting with the kvm engine");
+    let prev = base.join("prev.snap");
+    let out = crvmm(base, &["snapshot", "create", "big", prev.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Kill the VM's owner while it writes the next one (1 GiB takes seconds).
+    let next = base.join("next.snap");
+    let create = Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(base)
+        .args(["snapshot", "create", "big", next.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGKILL) };
+    let out = create.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the interrupted snapshot must fail");
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    let _ = run.wait(Duration::from_secs(10));
+
+    assert!(!next.exists(), "an interrupted snapshot must not look complete");
+    let partial: Vec<_> = std::fs::read_dir(base)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("next.snap.partial-"))
+        .collect();
+    assert_eq!(partial.len(), 1, "the half-written snapshot keeps its temporary name");
+    // The previous snapshot is whole: inspect reads it, restore runs it.
+    let out = crvmm(base, &["snapshot", "inspect", prev.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut restored = Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(base)
+        .args(["snapshot", "restore", prev.to_str().unwrap(), "--name", "again"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(restored.stderr.take().unwrap());
+    let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("restored from"));
+    assert!(line.is_some(), "the previous snapshot did not restore");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(restored.id() as i32, libc::SIGINT) };
+    restored.wait().unwrap();
+
+    // What the killed owner left behind: its run directory (a later VM of
+    // the same name clears it) and the partial snapshot.
+    for p in partial.into_iter().chain([prev, base.join("big")]) {
+        std::fs::remove_dir_all(p).unwrap();
+    }
+    sandbox.assert_clean();
+}
