@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use crvmm_engine::kvm::KvmEngine;
 use crvmm_engine::qemu::{QemuEngine, MANIFEST_FILE as QEMU_MANIFEST};
-use crvmm_engine::{remote, rundir, AfterSnapshot, Console, Engine, RestoreOptions};
+use crvmm_engine::{remote, rundir, AfterSnapshot, Engine, RestoreOptions};
 
 #[derive(Args)]
 pub struct SnapshotArgs {
@@ -45,6 +45,14 @@ enum SnapshotCommand {
         /// Record dirty pages, so later snapshots of it can be diffs.
         #[arg(long)]
         track_dirty: bool,
+        /// Read the memory file in full instead of mapping it (pages then
+        /// load on demand, and the snapshot must stay in place).
+        #[arg(long)]
+        read_memory: bool,
+        /// Put the vsock device's host socket here instead of in the run
+        /// directory.
+        #[arg(long, value_name = "PATH")]
+        vsock_uds: Option<PathBuf>,
     },
     /// Print a snapshot's state as JSON.
     Inspect {
@@ -89,6 +97,8 @@ pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
             name,
             paused,
             track_dirty,
+            read_memory,
+            vsock_uds,
         } => {
             let stop = crate::run::stop_flag()?;
             let engine: Box<dyn Engine> = if is_qemu_snapshot(&dir) {
@@ -97,9 +107,10 @@ pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
                 Box::new(KvmEngine::new(base)?.track_dirty(track_dirty))
             };
             let options = RestoreOptions {
-                name,
-                console: Console::LogOnly,
                 paused,
+                read_memory,
+                vsock_uds,
+                ..RestoreOptions::new(name)
             };
             let started = std::time::Instant::now();
             let vm = engine

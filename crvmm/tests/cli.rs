@@ -306,12 +306,23 @@ fn a_snapshot_killed_halfway_never_looks_complete() {
     let mut run = Running::spawn(
         base,
         "big",
-        &["--engine", "kvm", "--mem-mib", "1024", "--initrd", init_only],
+        &[
+            "--engine",
+            "kvm",
+            "--mem-mib",
+            "1024",
+            "--initrd",
+            init_only,
+        ],
     );
     run.wait_for_line("booting with the kvm engine");
     let prev = base.join("prev.snap");
     let out = crvmm(base, &["snapshot", "create", "big", prev.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Kill the VM's owner while it writes the next one (1 GiB takes seconds).
     let next = base.join("next.snap");
@@ -330,26 +341,46 @@ fn a_snapshot_killed_halfway_never_looks_complete() {
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     let _ = run.wait(Duration::from_secs(10));
 
-    assert!(!next.exists(), "an interrupted snapshot must not look complete");
+    assert!(
+        !next.exists(),
+        "an interrupted snapshot must not look complete"
+    );
     let partial: Vec<_> = std::fs::read_dir(base)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().contains("next.snap.partial-"))
         .collect();
-    assert_eq!(partial.len(), 1, "the half-written snapshot keeps its temporary name");
+    assert_eq!(
+        partial.len(),
+        1,
+        "the half-written snapshot keeps its temporary name"
+    );
     // The previous snapshot is whole: inspect reads it, restore runs it.
     let out = crvmm(base, &["snapshot", "inspect", prev.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut restored = Command::new(CRVMM)
         .arg("--run-dir")
         .arg(base)
-        .args(["snapshot", "restore", prev.to_str().unwrap(), "--name", "again"])
+        .args([
+            "snapshot",
+            "restore",
+            prev.to_str().unwrap(),
+            "--name",
+            "again",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = BufReader::new(restored.stderr.take().unwrap());
-    let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("restored from"));
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("restored from"));
     assert!(line.is_some(), "the previous snapshot did not restore");
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(restored.id() as i32, libc::SIGINT) };

@@ -92,6 +92,8 @@ struct GuestSide {
     kernel: PathBuf,
     initrd: Option<PathBuf>,
     extra_cmdline: String,
+    /// The vsock host socket, when not in the run directory.
+    vsock_uds: Option<PathBuf>,
 }
 
 /// A VM run by crvmm's VMM in this process.
@@ -121,6 +123,7 @@ impl KvmVm {
             kernel: config.kernel.clone(),
             initrd: config.initrd.clone(),
             extra_cmdline: config.extra_cmdline.clone(),
+            vsock_uds: None,
         };
         Self::launch(engine, &config.name, config.console, guest, Vmm::new)
     }
@@ -156,7 +159,10 @@ impl KvmVm {
         make: impl FnOnce(&VmmConfig) -> Result<Vmm, VmmError> + Send + 'static,
     ) -> Result<KvmVm, EngineError> {
         let run_dir = RunDir::create(&engine.run_base, name)?;
-        let uds_path = run_dir.join("vsock.sock");
+        let uds_path = guest
+            .vsock_uds
+            .clone()
+            .unwrap_or_else(|| run_dir.join("vsock.sock"));
         let api_socket = run_dir.join("api.sock");
         let serial_log = run_dir.join("serial.log");
         let vmm_config = VmmConfig {

@@ -68,6 +68,26 @@ pub struct RestoreOptions {
     pub console: Console,
     /// Leave it paused after loading (default: run).
     pub paused: bool,
+    /// KVM engine: read the memory file in full instead of mapping it
+    /// copy-on-write (pages then load on demand).
+    pub read_memory: bool,
+    /// KVM engine: where the vsock device's host socket goes, instead of
+    /// the run directory.
+    pub vsock_uds: Option<PathBuf>,
+}
+
+impl RestoreOptions {
+    /// Options for a VM named `name`: console logged, running, memory
+    /// mapped, vsock socket in the run directory.
+    pub fn new(name: impl Into<String>) -> RestoreOptions {
+        RestoreOptions {
+            name: name.into(),
+            console: Console::LogOnly,
+            paused: false,
+            read_memory: false,
+            vsock_uds: None,
+        }
+    }
 }
 
 /// What a snapshot wrote.

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crvmm_engine::{AfterSnapshot, AgentChannel, Console, Engine, RestoreOptions};
+use crvmm_engine::{AfterSnapshot, AgentChannel, Engine, RestoreOptions};
 use crvmm_protocol::ExecRequest;
 use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
 
@@ -98,11 +98,7 @@ fn measure(guest: &GuestImage, mem_mib: u32, runs: usize) -> Figures {
         drop(vm);
 
         let started = Instant::now();
-        let options = RestoreOptions {
-            name: format!("restored{i}"),
-            console: Console::LogOnly,
-            paused: false,
-        };
+        let options = RestoreOptions::new(format!("restored{i}"));
         let mut restored = engine.restore(&dir, &options).unwrap();
         f.restore_call.push(started.elapsed());
         restored.wait_agent(AGENT_TIMEOUT).unwrap();

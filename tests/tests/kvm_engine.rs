@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crvmm_engine::rundir;
 use crvmm_engine::{
-    remote, AfterSnapshot, AgentChannel, Console, Engine, EngineKind, RestoreOptions, VmExit,
+    remote, AfterSnapshot, AgentChannel, Engine, EngineKind, RestoreOptions, VmExit,
 };
 use crvmm_protocol::ExecRequest;
 use crvmm_tests::{unique_name, wait_for_text, GuestImage, Sandbox, AGENT_TIMEOUT};
@@ -91,11 +91,7 @@ fn linux_snapshotted_mid_boot_goes_on_to_init_after_restore() {
     assert_eq!(vm.try_wait().unwrap(), Some(VmExit::Stopped));
     drop(vm);
 
-    let options = RestoreOptions {
-        name: unique_name("restored"),
-        console: Console::LogOnly,
-        paused: false,
-    };
+    let options = RestoreOptions::new(unique_name("restored"));
     let restored = engine.restore(&snap, &options).unwrap();
     let text = wait_for_text(
         restored.serial_log(),
@@ -118,11 +114,7 @@ fn broken_kvm_snapshots_fail_restore_before_anything_starts() {
     let dir = sandbox.base().join("empty.snap");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("state"), b"CRVMSNAP garbage").unwrap();
-    let options = RestoreOptions {
-        name: "broken".into(),
-        console: Console::LogOnly,
-        paused: false,
-    };
+    let options = RestoreOptions::new("broken");
     let err = engine
         .restore(&dir, &options)
         .err()

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
 use crvmm_engine::qemu::SnapshotError;
-use crvmm_engine::{
-    AfterSnapshot, AgentChannel, Console, Engine, EngineError, RestoreOptions, Vm, VmExit,
-};
+use crvmm_engine::{AfterSnapshot, AgentChannel, Engine, EngineError, RestoreOptions, Vm, VmExit};
 use crvmm_protocol::ExecRequest;
 use crvmm_tests::{processes_mentioning, unique_name, GuestImage, Sandbox, AGENT_TIMEOUT};
 
@@ -79,11 +77,7 @@ fn wait_counter_above(agent: &mut AgentConnection, value: u64) -> u64 {
 }
 
 fn restore_options(name: &str) -> RestoreOptions {
-    RestoreOptions {
-        name: name.into(),
-        console: Console::LogOnly,
-        paused: false,
-    }
+    RestoreOptions::new(name)
 }
 
 /// A scratch directory for snapshots, outside the sandbox (whose emptiness

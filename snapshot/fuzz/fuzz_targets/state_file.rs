@@ -15,7 +15,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crvmm_snapshot_fuzz::{Machine, CAP};
+use crvmm_snapshot_fuzz::{reseal, Machine, CAP};
 use libfuzzer_sys::fuzz_target;
 
 /// Heap a read may hold at its peak: the payload buffer (at most the cap),
@@ -101,19 +101,10 @@ fn read_as<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> bool {
     ok
 }
 
-/// `bytes` with its last 8 bytes replaced by the CRC64 of the rest.
-fn resealed(bytes: &[u8]) -> Option<Vec<u8>> {
-    const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
-    let body = bytes.len().checked_sub(8).filter(|&n| n >= 24)?;
-    let mut out = bytes[..body].to_vec();
-    out.extend_from_slice(&CRC64.checksum(&out).to_le_bytes());
-    Some(out)
-}
-
 fuzz_target!(|data: &[u8]| {
     read_as::<Machine>(data, "Machine");
     read_as::<ciborium::Value>(data, "Value");
-    if let Some(fixed) = resealed(data) {
+    if let Some(fixed) = reseal(data) {
         read_as::<Machine>(&fixed, "Machine");
         read_as::<ciborium::Value>(&fixed, "Value");
     }

@@ -264,8 +264,41 @@ pub fn generic() -> ciborium::Value {
     ])
 }
 
+/// `bytes` with its last 8 bytes replaced by the CRC64 of the rest (when it
+/// is at least a header and a checksum long), so that a reader gets past
+/// the checksum to the payload.
+pub fn reseal(bytes: &[u8]) -> Option<Vec<u8>> {
+    const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
+    let body = bytes.len().checked_sub(8).filter(|&n| n >= 24)?;
+    let mut out = bytes[..body].to_vec();
+    out.extend_from_slice(&CRC64.checksum(&out).to_le_bytes());
+    Some(out)
+}
+
+/// A valid container whose payload declares a CBOR array of 2^40 `regs`:
+/// the decoder must fail on the missing items without allocating for them.
+fn huge_declared_length() -> Vec<u8> {
+    let file = crvmm_snapshot::encode(&machine());
+    let payload = &file[24..file.len() - 8];
+    let at = payload
+        .windows(6)
+        .position(|w| w == b"\x64regs\x84")
+        .expect("regs is a 4-element array")
+        + 5;
+    let mut patched = payload[..at].to_vec();
+    patched.push(0x9b); // array, 8-byte length follows
+    patched.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    patched.extend_from_slice(&payload[at + 1..]);
+    let mut out = file[..16].to_vec();
+    out.extend_from_slice(&(patched.len() as u64).to_le_bytes());
+    out.extend_from_slice(&patched);
+    out.extend_from_slice(&[0; 8]);
+    reseal(&out).expect("long enough")
+}
+
 /// Seed files: valid state files, then broken variants of one (truncated
-/// in each part, a flipped payload byte, a wrong version, flags, length).
+/// in each part, a flipped payload byte, a wrong version, flags, length,
+/// a CBOR array declaring far more items than the file holds).
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let full = crvmm_snapshot::encode(&machine());
     let mut out = vec![
@@ -292,6 +325,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
     let mut len = full.clone();
     len[16..24].copy_from_slice(&(CAP + 1).to_le_bytes());
     out.push(("too-large".into(), len));
+    out.push(("huge-declared-length".into(), huge_declared_length()));
     let mut trailing = full;
     trailing.extend_from_slice(b"xx");
     out.push(("trailing".into(), trailing));

@@ -73,13 +73,9 @@ pub struct VmmSnapshot {
     pub machine: MicroVmState,
     /// The devices.
     pub devices: DeviceStates,
-    /// Full memory, or a diff on a parent.
-    #[serde(default = "full")]
+    /// Full memory, or a diff on a parent. Required: a reader that did not
+    /// know it would read a diff's sparse file as full memory.
     pub memory: MemoryImage,
-}
-
-fn full() -> MemoryImage {
-    MemoryImage::Full
 }
 
 /// What a snapshot wrote.
