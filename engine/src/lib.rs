@@ -168,3 +168,33 @@ pub trait Vm: Send {
     /// Ends the VM at once and removes what it owns on the host.
     fn kill(&mut self);
 }
+
+/// The clean shutdown both engines share: ask the guest agent, wait up to
+/// `timeout` for the VM to end, and kill it if it does not (or once it has,
+/// to reap what it leaves behind).
+pub(crate) fn shutdown_through_agent(
+    vm: &mut dyn Vm,
+    timeout: Duration,
+) -> Result<VmExit, EngineError> {
+    if let Some(exit) = vm.try_wait()? {
+        return Ok(exit);
+    }
+    let asked = vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(5))
+        .map_err(EngineError::from)
+        .and_then(|mut c| c.shutdown().map_err(EngineError::from));
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(exit) = vm.try_wait()? {
+            vm.kill();
+            return Ok(exit);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vm.kill();
+    asked.and(Err(EngineError::State {
+        operation: "shut down the guest",
+        reason: format!("it did not stop within {timeout:?} and was killed"),
+    }))
+}

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crvmm_protocol::{HelloInfo, AGENT_SERIAL_PORT_NAME, AGENT_VSOCK_PORT};
 
@@ -294,30 +294,7 @@ impl Vm for QemuVm {
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<VmExit, EngineError> {
-        if let Some(exit) = self.try_wait()? {
-            return Ok(exit);
-        }
-        let asked = self
-            .agent
-            .connect(Duration::from_secs(5))
-            .map_err(EngineError::from)
-            .and_then(|mut c| c.shutdown().map_err(EngineError::from));
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(exit) = self.try_wait()? {
-                self.kill();
-                return Ok(exit);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        match asked {
-            Err(e) => Err(e),
-            Ok(()) => Err(EngineError::State {
-                operation: "shut down the guest",
-                reason: format!("it did not stop within {timeout:?} and was killed"),
-            }),
-        }
+        crate::shutdown_through_agent(self, timeout)
     }
 
     fn snapshot(&mut self, dir: &Path, after: AfterSnapshot) -> Result<SnapshotInfo, EngineError> {

@@ -6,12 +6,10 @@
 //! (default 128 512 2048). Prints figures; asserts nothing about speed.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crvmm_vmm::api::{self, ApiRequest, ApiResponse};
-use crvmm_vmm::host::HostKvm;
-use crvmm_vmm::loader::ElfEntry;
 use crvmm_vmm::runtime::snapshot::{After, MEMORY_FILE};
 use crvmm_vmm::runtime::{Vmm, VmmConfig};
 use crvmm_vmm::testing::{assemble, scratch_dir};
@@ -20,18 +18,12 @@ use crvmm_vmm::vstate::memory::LoadMode;
 fn config(dir: &Path, tag: &str, mem_mib: u32, code: &[u8]) -> VmmConfig {
     VmmConfig {
         mem_mib,
-        vcpus: 1,
-        kernel: Default::default(),
-        initrd: None,
-        extra_cmdline: String::new(),
-        elf_entry: ElfEntry::Linux64,
         serial_log: dir.join(format!("serial-{tag}.log")),
-        console: false,
         vsock: None,
         api_socket: Some(dir.join(format!("api-{tag}.sock"))),
-        nested_pvm: HostKvm::probe().nested_pvm,
         payload: Some(code.to_vec()),
         track_dirty: true,
+        ..VmmConfig::new(PathBuf::new(), dir)
     }
 }
 

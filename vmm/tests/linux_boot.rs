@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use crvmm_vmm::api::{self, ApiRequest, ApiResponse, RunState};
 use crvmm_vmm::host::HostKvm;
-use crvmm_vmm::loader::ElfEntry;
-use crvmm_vmm::runtime::{Vmm, VmmConfig, VsockConfig};
+use crvmm_vmm::runtime::{Vmm, VmmConfig};
 use crvmm_vmm::vcpus::ExitReason;
 
 mod common;
@@ -49,22 +48,9 @@ fn linux_boots_to_init_with_console_and_vsock() {
         guest_file("initramfs.cpio.gz")
     };
     let config = VmmConfig {
-        mem_mib: 256,
         vcpus: 2,
-        kernel: guest_file("vmlinux"),
         initrd: Some(initrd),
-        extra_cmdline: String::new(),
-        elf_entry: ElfEntry::Linux64,
-        serial_log: dir.join("serial.log"),
-        console: false,
-        vsock: Some(VsockConfig {
-            uds_path: dir.join("vsock.sock"),
-            guest_cid: 3,
-        }),
-        api_socket: Some(dir.join("api.sock")),
-        nested_pvm: host.nested_pvm,
-        payload: None,
-        track_dirty: false,
+        ..VmmConfig::new(guest_file("vmlinux"), &dir)
     };
     let log = config.serial_log.clone();
     let api_path = dir.join("api.sock");

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use crvmm_vmm::builder::BuildError;
-use crvmm_vmm::host::HostKvm;
-use crvmm_vmm::loader::{ElfEntry, LoaderError};
-use crvmm_vmm::runtime::{Vmm, VmmConfig, VmmError, VsockConfig};
+use crvmm_vmm::loader::LoaderError;
+use crvmm_vmm::runtime::{Vmm, VmmConfig, VmmError};
 use crvmm_vmm::vcpus::ExitReason;
 
 mod common;
@@ -16,21 +15,7 @@ use common::{assemble, guest_file, temp_dir};
 fn config(dir: &std::path::Path) -> VmmConfig {
     VmmConfig {
         mem_mib: 64,
-        vcpus: 1,
-        kernel: guest_file("vmlinux"),
-        initrd: None,
-        extra_cmdline: String::new(),
-        elf_entry: ElfEntry::Linux64,
-        serial_log: dir.join("serial.log"),
-        console: false,
-        vsock: Some(VsockConfig {
-            uds_path: dir.join("vsock.sock"),
-            guest_cid: 3,
-        }),
-        api_socket: Some(dir.join("api.sock")),
-        nested_pvm: HostKvm::probe().nested_pvm,
-        payload: None,
-        track_dirty: false,
+        ..VmmConfig::new(guest_file("vmlinux"), dir)
     }
 }
 

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crvmm_vmm::api::{self, ApiRequest, ApiResponse};
-use crvmm_vmm::host::HostKvm;
-use crvmm_vmm::loader::ElfEntry;
 use crvmm_vmm::runtime::snapshot::{After, MEMORY_FILE, STATE_FILE};
 use crvmm_vmm::runtime::{Vmm, VmmConfig, VmmError, VsockConfig};
 use crvmm_vmm::vcpus::ExitReason;
@@ -23,21 +21,14 @@ const COUNTER: u64 = 0x20_0000;
 fn config(dir: &Path, tag: &str) -> VmmConfig {
     VmmConfig {
         mem_mib: 32,
-        vcpus: 1,
-        kernel: guest_file("vmlinux"),
-        initrd: None,
-        extra_cmdline: String::new(),
-        elf_entry: ElfEntry::Linux64,
         serial_log: dir.join(format!("serial-{tag}.log")),
-        console: false,
         vsock: Some(VsockConfig {
             uds_path: dir.join(format!("v-{tag}.sock")),
             guest_cid: 3,
         }),
         api_socket: Some(dir.join(format!("api-{tag}.sock"))),
-        nested_pvm: HostKvm::probe().nested_pvm,
         payload: Some(assemble("uart_counter")),
-        track_dirty: false,
+        ..VmmConfig::new(guest_file("vmlinux"), dir)
     }
 }
 

@@ -75,6 +75,32 @@ pub struct VmmConfig {
     pub track_dirty: bool,
 }
 
+impl VmmConfig {
+    /// A 256 MiB, 1-vCPU VM booting `kernel` with a vsock device, its
+    /// serial log, vsock socket and API socket in `dir`, and the quirks of
+    /// this host.
+    pub fn new(kernel: impl Into<PathBuf>, dir: &Path) -> VmmConfig {
+        VmmConfig {
+            mem_mib: 256,
+            vcpus: 1,
+            kernel: kernel.into(),
+            initrd: None,
+            extra_cmdline: String::new(),
+            elf_entry: ElfEntry::Linux64,
+            serial_log: dir.join("serial.log"),
+            console: false,
+            vsock: Some(VsockConfig {
+                uds_path: dir.join("vsock.sock"),
+                guest_cid: 3,
+            }),
+            api_socket: Some(dir.join("api.sock")),
+            nested_pvm: crate::host::HostKvm::probe().nested_pvm,
+            payload: None,
+            track_dirty: false,
+        }
+    }
+}
+
 /// Errors of building or running the VMM.
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
