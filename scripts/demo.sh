@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): boot a guest under the QEMU engine, drive it
-# through its agent, pause and resume it with a workload running, shut it
-# down. Later stages (container checkpoint/restart, VM snapshots and their
-# comparison) join this script as they land.
+# through its agent, pause and resume it with a workload running, snapshot
+# the whole VM and restore it in a new process, where the workload counts
+# on, then shut it down. Container checkpoint/restart and its comparison with
+# VM snapshots join this script as they land.
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 crvmm="${CARGO_TARGET_DIR:-$root/target}/release/crvmm"
@@ -14,17 +15,18 @@ export CRVMM_RUN_DIR=$(mktemp -d /tmp/crvmm-demo.XXXXXX)
 log="$CRVMM_RUN_DIR.log"
 name=demo
 pid=
+snap="$CRVMM_RUN_DIR.snapshot"
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	rm -rf "$CRVMM_RUN_DIR" "$log"
+	rm -rf "$CRVMM_RUN_DIR" "$log" "$snap"
 }
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 agent() { "$crvmm" agent "$name" "$@"; }
 
-say "boot: $(cat "$guest/release") under the QEMU engine, agent over vsock"
+say "boot: $(cat "$guest/release") under the QEMU engine, agent over virtio-serial (migratable)"
 "$crvmm" run --name "$name" --console log --kernel "$guest/vmlinux" \
-	--initrd "$guest/initramfs.cpio.gz" --vcpus 2 2>"$log" &
+	--initrd "$guest/initramfs.cpio.gz" --vcpus 2 --channel serial 2>"$log" &
 pid=$!
 until grep -q "agent ready" "$log"; do
 	kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
@@ -51,7 +53,25 @@ sleep 1
 agent exec -- cat /tmp/counter.state
 agent exec -- sh -c 'kill -USR1 $(pidof counter); sleep 0.5; cat /tmp/counter.state.verdict'
 
-say "not yet in this build: container checkpoint/restart, VM snapshots, their comparison"
+say "snapshot the whole VM and end it; restore it in a new crvmm process"
+"$crvmm" snapshot create "$name" "$snap" --after exit
+wait "$pid" || true
+pid=
+ls -l "$snap"
+"$crvmm" snapshot restore "$snap" --name restored 2>"$log" &
+pid=$!
+until grep -q "restored from" "$log"; do
+	kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+	sleep 0.2
+done
+grep "crvmm:" "$log"
+name=restored
+agent exec -- cat /tmp/counter.state
+sleep 1
+agent exec -- cat /tmp/counter.state
+agent exec -- sh -c 'kill -USR1 $(pidof counter); sleep 0.5; cat /tmp/counter.state.verdict'
+
+say "not yet in this build: container checkpoint/restart, and its comparison with VM snapshots"
 
 say "shut down"
 "$crvmm" stop "$name"

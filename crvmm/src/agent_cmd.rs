@@ -116,7 +116,7 @@ pub fn agent(base: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
                 std::io::stdout().write_all(&out.stdout)?;
                 std::io::stderr().write_all(&out.stderr)?;
                 if out.truncated {
-                    eprintln!("crvmm: output was truncated");
+                    crate::say!("crvmm: output was truncated");
                 }
             }
             return Ok(exit_code(out.status));

@@ -43,6 +43,16 @@ enum Command {
     Host,
 }
 
+/// Prints to stderr like `eprintln!`, but a closed stderr (a reader that went
+/// away) is ignored instead of panicking: the VM must not die of it.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let base = cli
@@ -61,7 +71,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("crvmm: error: {e:#}");
+            say!("crvmm: error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -145,7 +145,10 @@ pub fn supervise(
     terminal: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
+    // Requests that need this process's VM handle (a QEMU snapshot).
+    let owner = crvmm_engine::owner::OwnerServer::bind(vm.run_dir())?;
     loop {
+        owner.poll(vm.as_mut());
         if let Some(exit) = vm.try_wait()? {
             return Ok(match exit {
                 VmExit::GuestShutdown | VmExit::Stopped => {
@@ -153,8 +156,8 @@ pub fn supervise(
                     ExitCode::SUCCESS
                 }
                 exit @ VmExit::Vmm(_) => {
-                    eprintln!("crvmm: the VM ended ({exit}); serial log tail:");
-                    eprintln!("{}", crvmm_engine::log_tail(vm.serial_log(), 20));
+                    crate::say!("crvmm: the VM ended ({exit}); serial log tail:");
+                    crate::say!("{}", crvmm_engine::log_tail(vm.serial_log(), 20));
                     ExitCode::FAILURE
                 }
             });
@@ -179,7 +182,7 @@ fn pick_engine(
     match (choice, &support) {
         (EngineChoice::Qemu, _) => Ok((Box::new(QemuEngine::new(base)?), true)),
         (EngineChoice::Kvm, Err(why)) if kvm.nested_pvm => {
-            eprintln!(
+            crate::say!(
                 "crvmm: {why}: the guest boots to the hand-over to init and stops there \
                  (its first system call faults); use --engine qemu for a whole guest"
             );
@@ -194,7 +197,7 @@ fn pick_engine(
             true,
         )),
         (EngineChoice::Auto, Err(why)) => {
-            eprintln!("crvmm: using the qemu engine: {why}");
+            crate::say!("crvmm: using the qemu engine: {why}");
             Ok((Box::new(QemuEngine::new(base)?), true))
         }
     }
@@ -203,8 +206,8 @@ fn pick_engine(
 /// Status lines go to stderr; on a raw terminal they need a carriage return.
 pub fn note(terminal: bool, msg: &str) {
     if terminal {
-        eprint!("crvmm: {msg}\r\n");
+        crate::say!("crvmm: {msg}\r");
     } else {
-        eprintln!("crvmm: {msg}");
+        crate::say!("crvmm: {msg}");
     }
 }

@@ -83,7 +83,7 @@ pub fn snapshot(base: &Path, args: SnapshotArgs) -> anyhow::Result<ExitCode> {
                 AfterChoice::Exit => AfterSnapshot::Exit,
             };
             let info = remote::snapshot(&record, &dir, after, diff)?;
-            eprintln!(
+            crate::say!(
                 "crvmm: snapshot of {vm:?} in {}: {:.1} MiB, guest paused {} ms, {} ms in all",
                 info.dir.display(),
                 info.bytes as f64 / (1 << 20) as f64,

@@ -393,3 +393,82 @@ fn a_snapshot_killed_halfway_never_looks_complete() {
     }
     sandbox.assert_clean();
 }
+
+#[test]
+fn qemu_snapshot_from_another_process_restores_with_the_workload() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.base();
+    let mut run = Running::start(base, "q", "serial");
+    let start = "/usr/lib/crvmm/programs/counter 4 /tmp/c.state >/dev/null 2>&1 &";
+    assert!(
+        crvmm(base, &["agent", "q", "exec", "--", "sh", "-c", start])
+            .status
+            .success()
+    );
+    let count = |vm: &str| -> u64 {
+        let out = crvmm(base, &["agent", vm, "exec", "--", "cat", "/tmp/c.state"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count("q") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counter does not run"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = count("q");
+    let snap = base.join("q.snap");
+    let out = crvmm(
+        base,
+        &[
+            "snapshot",
+            "create",
+            "q",
+            snap.to_str().unwrap(),
+            "--after",
+            "exit",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run.wait(Duration::from_secs(30)), 0);
+    let out = crvmm(base, &["snapshot", "create", "q", "/tmp/x", "--diff"]);
+    assert!(!out.status.success(), "the VM is gone");
+
+    let mut restored = Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(base)
+        .args([
+            "snapshot",
+            "restore",
+            snap.to_str().unwrap(),
+            "--name",
+            "q2",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(restored.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("restored from"));
+    assert!(line.is_some(), "restore failed");
+    let after = count("q2");
+    assert!(after >= before, "the count went back: {before} -> {after}");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(count("q2") > after, "the restored counter does not go on");
+    assert!(crvmm(base, &["stop", "q2"]).status.success());
+    assert_eq!(restored.wait().unwrap().code(), Some(0));
+    std::fs::remove_dir_all(&snap).unwrap();
+    sandbox.assert_clean();
+}

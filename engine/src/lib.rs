@@ -10,6 +10,7 @@ pub mod agent;
 pub mod config;
 pub mod kernel;
 pub mod kvm;
+pub mod owner;
 pub mod qemu;
 pub mod remote;
 pub mod rundir;

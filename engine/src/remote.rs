@@ -43,10 +43,17 @@ pub fn snapshot(
 ) -> Result<crate::SnapshotInfo, EngineError> {
     match record.engine {
         EngineKind::Kvm => crate::kvm::snapshot_via_api(&record.control_socket, dir, after, diff),
-        EngineKind::Qemu => Err(EngineError::State {
-            operation: "snapshot a qemu-engine VM from another process",
-            reason: "not supported yet; use the engine API in the owning process".into(),
+        EngineKind::Qemu if diff => Err(EngineError::State {
+            operation: "take a diff snapshot",
+            reason: "the qemu engine writes full snapshots only".into(),
         }),
+        EngineKind::Qemu => {
+            let run_dir = record
+                .serial_log
+                .parent()
+                .unwrap_or(std::path::Path::new("."));
+            crate::owner::snapshot(run_dir, dir, after)
+        }
     }
 }
 

@@ -88,6 +88,14 @@ pub struct VmRecord {
     pub control_socket: PathBuf,
 }
 
+impl VmRecord {
+    /// The VM's run directory: both engines keep their control socket (and
+    /// the owner socket) in it.
+    pub fn run_dir(&self) -> &Path {
+        self.control_socket.parent().unwrap_or(Path::new("."))
+    }
+}
+
 /// The base directory for run directories: `$CRVMM_RUN_DIR`, else
 /// `$XDG_RUNTIME_DIR/crvmm`, else `/run/crvmm` for root and
 /// `/tmp/crvmm-<uid>` for others. Kept short: Unix socket paths inside it

@@ -209,7 +209,7 @@ pub(super) fn take(
     if after == AfterSnapshot::Exit {
         let _ = qmp.execute("quit", None);
         vm.qemu.wait_timeout(Duration::from_secs(10));
-        vm.exit = Some(VmExit::Vmm("ended after its snapshot".into()));
+        vm.exit = Some(VmExit::Stopped);
         vm.kill();
     }
     Ok(SnapshotInfo {
