@@ -1,9 +1,10 @@
-//! QEMU-engine whole-VM snapshot figures for 128 and 512 MiB guests whose
+//! QEMU-engine whole-VM snapshot figures for 128 MiB, 512 MiB and 2 GiB
+//! guests (or the sizes given) whose
 //! workload dirties a quarter of their memory: snapshot downtime, total time
 //! and bytes (with Resume and with Exit), and restore time (the `restore`
 //! call, which verifies the files and loads the stream, and to agent-ready).
 //!
-//! `cargo bench -p crvmm-tests --bench qemu_snapshot [-- RUNS]`.
+//! `cargo bench -p crvmm-tests --bench qemu_snapshot [-- RUNS [MIB...]]`.
 //! Prints figures, asserts nothing about speed: these machines are shared
 //! and noisy.
 
@@ -27,9 +28,11 @@ struct Figures {
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let sizes: Vec<u32> = args.filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![128, 512, 2048] } else { sizes };
     let guest = GuestImage::get();
     println!("crvmm QEMU engine snapshot benchmark: {runs} runs per size, medians");
-    for mem_mib in [128, 512] {
+    for mem_mib in sizes {
         let f = measure(&guest, mem_mib, runs);
         println!(
             "{mem_mib:>4} MiB: stream+manifest {:>7.1} MiB",
