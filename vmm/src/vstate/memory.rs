@@ -89,6 +89,9 @@ pub fn dump<W: vm_memory::WriteVolatile>(
     Ok(total)
 }
 
+/// The most one read of a memory file asks for.
+const READ_CHUNK: u64 = 64 << 20;
+
 /// How to bring a memory file back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMode {
@@ -125,13 +128,20 @@ pub fn load(
         let mem = create(size).map_err(|e| bad(e.to_string()))?;
         let mut file = file;
         for (start, region_len) in ram_regions(size) {
-            vm_memory::Bytes::read_exact_volatile_from(
-                &mem,
-                GuestAddress(start),
-                &mut file,
-                region_len as usize,
-            )
-            .map_err(MemoryFileError::Read)?;
+            // In chunks: Linux caps one read just below 2 GiB, and a short
+            // read would fail the exact read.
+            let mut done = 0;
+            while done < region_len {
+                let chunk = (region_len - done).min(READ_CHUNK);
+                vm_memory::Bytes::read_exact_volatile_from(
+                    &mem,
+                    GuestAddress(start + done),
+                    &mut file,
+                    chunk as usize,
+                )
+                .map_err(MemoryFileError::Read)?;
+                done += chunk;
+            }
         }
         return Ok(mem);
     }
@@ -161,6 +171,23 @@ pub fn load(
 mod file_tests {
     use super::*;
     use vm_memory::Bytes;
+
+    #[test]
+    fn read_all_crosses_read_chunks() {
+        let size = READ_CHUNK + (16 << 20);
+        let mem = create(size).unwrap();
+        let last = GuestAddress(size - 8);
+        mem.write_obj(0x5a5a_1234u64, GuestAddress(READ_CHUNK)).unwrap();
+        mem.write_obj(0x77u64, last).unwrap();
+        let path = std::env::temp_dir().join(format!("crvmm-mem-big-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        dump(&mem, &mut f).unwrap();
+        drop(f);
+        let back = load(&path, size, LoadMode::ReadAll).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back.read_obj::<u64>(GuestAddress(READ_CHUNK)).unwrap(), 0x5a5a_1234);
+        assert_eq!(back.read_obj::<u64>(last).unwrap(), 0x77);
+    }
 
     #[test]
     fn dump_and_load_both_ways() {
