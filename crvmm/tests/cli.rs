@@ -83,6 +83,29 @@ impl Drop for Running {
     }
 }
 
+/// Starts `crvmm snapshot restore SNAP --name NAME` and waits until it says
+/// the VM was restored; its stderr is drained so it can keep writing.
+fn restore(base: &Path, snap: &Path, name: &str) -> Child {
+    let mut child = Command::new(CRVMM)
+        .arg("--run-dir")
+        .arg(base)
+        .args(["snapshot", "restore"])
+        .arg(snap)
+        .args(["--name", name])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let restored = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("restored from"));
+    assert!(restored, "restoring {} failed", snap.display());
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
 fn crvmm(base: &Path, args: &[&str]) -> Output {
     Command::new(CRVMM)
         .arg("--run-dir")
@@ -267,20 +290,7 @@ fn kvm_snapshot_in_one_process_restores_in_another() {
     assert_eq!(state["mem_mib"], 256);
     assert_eq!(state["machine"]["vcpus"].as_array().unwrap().len(), 1);
 
-    let mut restored = Command::new(CRVMM)
-        .arg("--run-dir")
-        .arg(base)
-        .args([
-            "snapshot",
-            "restore",
-            snap.to_str().unwrap(),
-            "--name",
-            "dst",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut restored = restore(base, &snap, "dst");
     // The restored kernel goes on from mid-boot: it never prints its
     // banner again, and it gets further than where it stopped.
     let text = crvmm_tests::wait_for_text(
@@ -362,26 +372,7 @@ fn a_snapshot_killed_halfway_never_looks_complete() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut restored = Command::new(CRVMM)
-        .arg("--run-dir")
-        .arg(base)
-        .args([
-            "snapshot",
-            "restore",
-            prev.to_str().unwrap(),
-            "--name",
-            "again",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(restored.stderr.take().unwrap());
-    let line = stderr
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("restored from"));
-    assert!(line.is_some(), "the previous snapshot did not restore");
+    let mut restored = restore(base, &prev, "again");
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(restored.id() as i32, libc::SIGINT) };
     restored.wait().unwrap();
@@ -443,26 +434,7 @@ fn qemu_snapshot_from_another_process_restores_with_the_workload() {
     let out = crvmm(base, &["snapshot", "create", "q", "/tmp/x", "--diff"]);
     assert!(!out.status.success(), "the VM is gone");
 
-    let mut restored = Command::new(CRVMM)
-        .arg("--run-dir")
-        .arg(base)
-        .args([
-            "snapshot",
-            "restore",
-            snap.to_str().unwrap(),
-            "--name",
-            "q2",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(restored.stderr.take().unwrap());
-    let line = stderr
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("restored from"));
-    assert!(line.is_some(), "restore failed");
+    let mut restored = restore(base, &snap, "q2");
     let after = count("q2");
     assert!(after >= before, "the count went back: {before} -> {after}");
     std::thread::sleep(Duration::from_millis(800));
