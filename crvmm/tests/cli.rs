@@ -334,7 +334,7 @@ fn a_snapshot_killed_halfway_never_looks_complete() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Kill the VM's owner while it writes the next one (1 GiB takes seconds).
+    // Kill the VM's owner while it writes the next one.
     let next = base.join("next.snap");
     let create = Command::new(CRVMM)
         .arg("--run-dir")
@@ -343,7 +343,25 @@ fn a_snapshot_killed_halfway_never_looks_complete() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The moment the owner starts writing, kill it.
+    let partial_exists = || {
+        std::fs::read_dir(base)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains("next.snap.partial-")
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !partial_exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(run.child.id() as i32, libc::SIGKILL) };
     let out = create.wait_with_output().unwrap();

@@ -76,8 +76,8 @@ fn snapshot(vm: &mut MicroVm, dir: &std::path::Path) -> (std::path::PathBuf, std
     let state_path = dir.join("state");
     let mem_path = dir.join("memory");
     std::fs::write(&state_path, crvmm_snapshot::encode(&state)).unwrap();
-    let mut f = std::fs::File::create(&mem_path).unwrap();
-    memory::dump(vm.memory(), &mut f).unwrap();
+    let f = std::fs::File::create(&mem_path).unwrap();
+    memory::dump(vm.memory(), &f).unwrap();
     vm.stop().unwrap();
     (state_path, mem_path)
 }

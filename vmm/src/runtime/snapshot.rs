@@ -209,9 +209,9 @@ fn write_files(
         memory,
     };
     let mem_path = dir.join(MEMORY_FILE);
-    let mut f = File::create(&mem_path).map_err(io("create", &mem_path))?;
+    let f = File::create(&mem_path).map_err(io("create", &mem_path))?;
     let mem_bytes = match &snap.memory {
-        MemoryImage::Full => memory::dump(vm.memory(), &mut f)?,
+        MemoryImage::Full => memory::dump(vm.memory(), &f)?,
         MemoryImage::Diff { dirty, .. } => memory::dump_dirty(vm.memory(), dirty, &f)?,
     };
     f.sync_all().map_err(io("sync", &mem_path))?;

@@ -71,22 +71,60 @@ pub enum MemoryFileError {
     Read(#[source] vm_memory::GuestMemoryError),
 }
 
-/// Writes every region of `mem`, in address order, to `out`; returns the
-/// bytes written. The file layout is the regions back to back, as
-/// [`ram_regions`] lays them out for the same size.
-pub fn dump<W: vm_memory::WriteVolatile>(
-    mem: &GuestMemoryMmap,
-    out: &mut W,
-) -> Result<u64, MemoryFileError> {
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
-    let mut total = 0;
-    for region in mem.iter() {
-        let len = region.len() as usize;
-        mem.write_all_volatile_to(region.start_addr(), out, len)
-            .map_err(MemoryFileError::Write)?;
-        total += len as u64;
+/// Writes every region of `mem`, in address order, into `out` (regions back
+/// to back, as [`ram_regions`] lays them out for the same size) and returns
+/// the memory's size. Pages that hold only zeros are not written: they stay
+/// holes of the sparse file, which read back as zeros, so an idle guest's
+/// snapshot costs what it really uses.
+pub fn dump(mem: &GuestMemoryMmap, out: &std::fs::File) -> Result<u64, MemoryFileError> {
+    use std::os::unix::fs::FileExt;
+    use vm_memory::Bytes;
+    let io = |e: std::io::Error| MemoryFileError::File {
+        path: "(memory file)".into(),
+        reason: e.to_string(),
+    };
+    let layout = file_layout(mem);
+    let total: u64 = layout.iter().map(|(_, _, len)| len).sum();
+    out.set_len(0)
+        .and_then(|()| out.set_len(total))
+        .map_err(io)?;
+    let mut buf = vec![0u8; DUMP_CHUNK as usize];
+    for (start, file_off, len) in layout {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(DUMP_CHUNK) as usize;
+            mem.read_slice(&mut buf[..n], GuestAddress(start.0 + done))
+                .map_err(MemoryFileError::Write)?;
+            for (first, count) in nonzero_page_runs(&buf[..n]) {
+                let bytes = &buf[first * PAGE_SIZE as usize..][..count * PAGE_SIZE as usize];
+                out.write_all_at(bytes, file_off + done + (first as u64) * PAGE_SIZE)
+                    .map_err(io)?;
+            }
+            done += n as u64;
+        }
     }
     Ok(total)
+}
+
+/// How much memory [`dump`] copies out at a time.
+const DUMP_CHUNK: u64 = 2 << 20;
+
+/// Runs of pages in `buf` holding a non-zero byte, as (first page, count).
+fn nonzero_page_runs(buf: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, page) in buf.chunks(PAGE_SIZE as usize).enumerate() {
+        let zero = page
+            .chunks(8)
+            .all(|w| w.iter().fold(0u8, |acc, b| acc | b) == 0);
+        if zero {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((first, count)) if *first + *count == i => *count += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
 }
 
 /// The most one read of a memory file asks for.
@@ -173,19 +211,33 @@ mod file_tests {
     use vm_memory::Bytes;
 
     #[test]
+    fn zero_pages_are_holes() {
+        let mut buf = vec![0u8; 6 * PAGE_SIZE as usize];
+        buf[PAGE_SIZE as usize + 7] = 1;
+        buf[2 * PAGE_SIZE as usize] = 1;
+        buf[6 * PAGE_SIZE as usize - 1] = 1;
+        assert_eq!(nonzero_page_runs(&buf), vec![(1, 2), (5, 1)]);
+        assert!(nonzero_page_runs(&vec![0u8; 8192]).is_empty());
+    }
+
+    #[test]
     fn read_all_crosses_read_chunks() {
         let size = READ_CHUNK + (16 << 20);
         let mem = create(size).unwrap();
         let last = GuestAddress(size - 8);
-        mem.write_obj(0x5a5a_1234u64, GuestAddress(READ_CHUNK)).unwrap();
+        mem.write_obj(0x5a5a_1234u64, GuestAddress(READ_CHUNK))
+            .unwrap();
         mem.write_obj(0x77u64, last).unwrap();
         let path = std::env::temp_dir().join(format!("crvmm-mem-big-{}", std::process::id()));
-        let mut f = std::fs::File::create(&path).unwrap();
-        dump(&mem, &mut f).unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        dump(&mem, &f).unwrap();
         drop(f);
         let back = load(&path, size, LoadMode::ReadAll).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(back.read_obj::<u64>(GuestAddress(READ_CHUNK)).unwrap(), 0x5a5a_1234);
+        assert_eq!(
+            back.read_obj::<u64>(GuestAddress(READ_CHUNK)).unwrap(),
+            0x5a5a_1234
+        );
         assert_eq!(back.read_obj::<u64>(last).unwrap(), 0x77);
     }
 
@@ -196,8 +248,8 @@ mod file_tests {
             .unwrap();
         mem.write_obj(0xabu8, GuestAddress((8 << 20) - 1)).unwrap();
         let path = std::env::temp_dir().join(format!("crvmm-mem-{}", std::process::id()));
-        let mut f = std::fs::File::create(&path).unwrap();
-        assert_eq!(dump(&mem, &mut f).unwrap(), 8 << 20);
+        let f = std::fs::File::create(&path).unwrap();
+        assert_eq!(dump(&mem, &f).unwrap(), 8 << 20);
         drop(f);
         for mode in [LoadMode::MapPrivate, LoadMode::ReadAll] {
             let back = load(&path, 8 << 20, mode).unwrap();
