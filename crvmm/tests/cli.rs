@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
+use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT, LINUX_BOOT_TIMEOUT};
 
 const CRVMM: &str = env!("CARGO_BIN_EXE_crvmm");
 
@@ -260,7 +260,7 @@ fn kvm_snapshot_in_one_process_restores_in_another() {
     );
     run.wait_for_line("booting with the kvm engine");
     let log = base.join("src/serial.log");
-    crvmm_tests::wait_for_text(&log, "smp: Brought up", Duration::from_secs(200));
+    crvmm_tests::wait_for_text(&log, "smp: Brought up", LINUX_BOOT_TIMEOUT);
     let snap = base.join("src.snap");
     let out = crvmm(
         base,
@@ -296,7 +296,7 @@ fn kvm_snapshot_in_one_process_restores_in_another() {
     let text = crvmm_tests::wait_for_text(
         &base.join("dst/serial.log"),
         "NET: Registered PF_VSOCK protocol family",
-        Duration::from_secs(200),
+        LINUX_BOOT_TIMEOUT,
     );
     assert!(!text.contains("Linux version"));
     // SAFETY: sending a signal to our own child process.

@@ -29,7 +29,11 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let sizes: Vec<u32> = args.filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![128, 512, 2048] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![128, 512, 2048]
+    } else {
+        sizes
+    };
     let guest = GuestImage::get();
     println!("crvmm QEMU engine snapshot benchmark: {runs} runs per size, medians");
     for mem_mib in sizes {

@@ -16,6 +16,11 @@ use crvmm_engine::{AgentChannel, Engine, Vm, VmConfig};
 /// but a loaded CI machine can be much slower).
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a test follows a Linux boot under crvmm's KVM engine on a
+/// nested PVM host, where it is emulated: about 2 minutes on an idle
+/// machine, several times that on a busy one.
+pub const LINUX_BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The guest kernel and initramfs under test.
 #[derive(Debug, Clone)]
 pub struct GuestImage {

@@ -10,7 +10,9 @@ use crvmm_engine::{
     remote, AfterSnapshot, AgentChannel, Engine, EngineKind, RestoreOptions, VmExit,
 };
 use crvmm_protocol::ExecRequest;
-use crvmm_tests::{unique_name, wait_for_text, GuestImage, Sandbox, AGENT_TIMEOUT};
+use crvmm_tests::{
+    unique_name, wait_for_text, GuestImage, Sandbox, AGENT_TIMEOUT, LINUX_BOOT_TIMEOUT,
+};
 
 #[test]
 fn kvm_vm_is_controlled_through_its_record_and_cleaned_up() {
@@ -72,7 +74,7 @@ fn linux_snapshotted_mid_boot_goes_on_to_init_after_restore() {
         config.initrd = Some(guest.init_only.clone());
     }
     let mut vm = engine.boot(&config).unwrap();
-    let text = wait_for_text(vm.serial_log(), "smp: Brought up", Duration::from_secs(200));
+    let text = wait_for_text(vm.serial_log(), "smp: Brought up", LINUX_BOOT_TIMEOUT);
     assert!(
         !text.contains("Run /init"),
         "the snapshot must be taken mid-boot"
@@ -96,7 +98,7 @@ fn linux_snapshotted_mid_boot_goes_on_to_init_after_restore() {
     let text = wait_for_text(
         restored.serial_log(),
         "Run /init as init process",
-        Duration::from_secs(300),
+        LINUX_BOOT_TIMEOUT,
     );
     assert!(
         !text.contains("Linux version"),
