@@ -237,6 +237,11 @@ fn serve(stream: UnixStream, tx: &mpsc::Sender<PendingRequest>, wake: &EventFd) 
 }
 
 fn dispatch(request: ApiRequest, tx: &mpsc::Sender<PendingRequest>, wake: &EventFd) -> ApiResponse {
+    // A snapshot writes all of guest memory; everything else is quick.
+    let limit = match request {
+        ApiRequest::SnapshotCreate { .. } => Duration::from_secs(600),
+        _ => Duration::from_secs(30),
+    };
     let (reply, answer) = mpsc::channel();
     if tx.send(PendingRequest { request, reply }).is_err() {
         return ApiResponse::Error {
@@ -244,11 +249,9 @@ fn dispatch(request: ApiRequest, tx: &mpsc::Sender<PendingRequest>, wake: &Event
         };
     }
     let _ = wake.write(1);
-    answer
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or(ApiResponse::Error {
-            message: "the VMM did not answer within 30 s".into(),
-        })
+    answer.recv_timeout(limit).unwrap_or(ApiResponse::Error {
+        message: format!("the VMM did not answer within {} s", limit.as_secs()),
+    })
 }
 
 /// Sends one request to the API socket at `path` and returns the answer.
