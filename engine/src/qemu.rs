@@ -28,9 +28,11 @@ mod snapshot;
 pub use manifest::MANIFEST_FILE;
 pub use snapshot::SnapshotError;
 
-/// The kernel command line every guest gets: serial console, and a reset
-/// (which the VMM turns into an exit) on reboot or panic.
-pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1";
+/// The kernel command line every guest gets: serial console, a reset
+/// (which the VMM turns into an exit) on reboot or panic, and no boot-time
+/// check that timer interrupts arrive in time (under software emulation on
+/// a busy host they can be late, and the kernel would panic).
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 no_timer_check";
 
 /// The vsock context id of every guest (each VM has its own vsock device,
 /// so they do not collide).
