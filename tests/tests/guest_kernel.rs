@@ -80,7 +80,9 @@ fn guest_runs_our_kernel_with_our_options_and_patches() {
     let frozen = run(
         &mut agent,
         "mkdir /sys/fs/cgroup/t && sleep 100 & pid=$!; echo $pid > /sys/fs/cgroup/t/cgroup.procs; \
-         echo 1 > /sys/fs/cgroup/t/cgroup.freeze; sleep 0.2; cat /sys/fs/cgroup/t/cgroup.events; \
+         echo 1 > /sys/fs/cgroup/t/cgroup.freeze; \
+         for i in $(seq 100); do grep -q 'frozen 1' /sys/fs/cgroup/t/cgroup.events && break; sleep 0.1; done; \
+         cat /sys/fs/cgroup/t/cgroup.events; \
          grep State /proc/$pid/status; kill -9 $pid",
     );
     assert!(
