@@ -21,7 +21,12 @@ pid=$(start_target /tmp/a 64 $CG/t)
 echo "target pid $pid, $(cat /tmp/a/state)"
 cr_dump -k $pid $CG/t /tmp/img64
 echo "before restart: $(cat /tmp/a/state)"
-t0=$(now); cr_restart /tmp/img64 & sleep 2
+t0=$(now); cr_restart /tmp/img64 &
+# Restored once a live cr_target has /tmp/a in its (restored) arguments.
+until [ -n "$(pidof cr_target | tr ' ' '\n' | while read q; do grep -q /tmp/a /proc/$q/cmdline 2>/dev/null && echo $q; done)" ]; do
+	sleep 0.1
+done
+sleep 1; echo "restored after $(echo "$(now) $t0" | awk '{print $1 - $2}') s (polled): $(cat /tmp/a/state)"
 verify /tmp/a
 sleep 1; echo "later: $(cat /tmp/a/state)"
 ls -l /tmp/img64

@@ -41,7 +41,7 @@ chmod +x "$ir/init"
 printf 'root:x:0:0:root:/root:/bin/sh\nu:x:1000:1000::/tmp:/bin/sh\n' >"$ir/etc/passwd"
 printf 'root:x:0:\nu:x:1000:\n' >"$ir/etc/group"
 (cd "$ir" && find . | cpio -o -H newc --quiet | gzip -1) >"$tmp/test.cpio.gz"
-timeout 900 qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off,acpi=off -accel tcg \
+timeout 1500 qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off,acpi=off -accel tcg \
 	-cpu max -m 768 -smp 2 -nodefaults -no-user-config -display none \
 	-serial stdio -kernel "$vmlinux" -initrd "$tmp/test.cpio.gz" \
 	-append "console=ttyS0 reboot=t panic=-1 quiet" -no-reboot
