@@ -253,11 +253,7 @@ pub(crate) fn snapshot_via_api(
     after: AfterSnapshot,
     diff: bool,
 ) -> Result<SnapshotInfo, EngineError> {
-    let after = match after {
-        AfterSnapshot::Resume => After::Resume,
-        AfterSnapshot::Pause => After::Pause,
-        AfterSnapshot::Exit => After::Exit,
-    };
+    let after = After::from(after);
     // The VMM writes relative to its own working directory: send it ours.
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     let request = ApiRequest::SnapshotCreate {

@@ -26,17 +26,8 @@ use crate::{AfterSnapshot, SnapshotInfo, Vm};
 pub const OWNER_SOCKET: &str = "owner.sock";
 const MAX_LINE: u64 = 64 << 10;
 
-/// What to do after a snapshot, as on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum After {
-    /// Run on.
-    Resume,
-    /// Stay paused.
-    Pause,
-    /// End the VM.
-    Exit,
-}
+/// What to do after a snapshot, as on the wire: the VMM API's own type.
+pub use crvmm_vmm::runtime::snapshot::After;
 
 impl From<After> for AfterSnapshot {
     fn from(a: After) -> AfterSnapshot {
@@ -44,6 +35,16 @@ impl From<After> for AfterSnapshot {
             After::Resume => AfterSnapshot::Resume,
             After::Pause => AfterSnapshot::Pause,
             After::Exit => AfterSnapshot::Exit,
+        }
+    }
+}
+
+impl From<AfterSnapshot> for After {
+    fn from(a: AfterSnapshot) -> After {
+        match a {
+            AfterSnapshot::Resume => After::Resume,
+            AfterSnapshot::Pause => After::Pause,
+            AfterSnapshot::Exit => After::Exit,
         }
     }
 }
@@ -144,11 +145,7 @@ pub fn snapshot(
         reason,
     };
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-    let after = match after {
-        AfterSnapshot::Resume => After::Resume,
-        AfterSnapshot::Pause => After::Pause,
-        AfterSnapshot::Exit => After::Exit,
-    };
+    let after = After::from(after);
     let socket = run_dir.join(OWNER_SOCKET);
     let mut stream = UnixStream::connect(&socket).map_err(|e| {
         fail(format!(
