@@ -1,5 +1,5 @@
 # The two entry points of a fresh machine; everything they need they set up.
-.PHONY: demo test setup guest bench
+.PHONY: demo test setup guest bench test-debug-kernel
 
 # The main job: boot a guest and drive it through its agent (scripts/demo.sh).
 demo: guest
@@ -9,6 +9,10 @@ demo: guest
 # Everything CI runs.
 test:
 	bash scripts/test.sh
+
+# The checkpoint/restart tests on the KASAN/kmemleak guest kernel (slow; not in CI).
+test-debug-kernel: setup
+	bash scripts/test-debug-kernel.sh
 
 setup:
 	bash scripts/setup.sh
@@ -21,4 +25,5 @@ bench: guest
 	cargo bench -p crvmm-vmm --bench startup
 	cargo bench -p crvmm-vmm --bench snapshot
 	cargo bench -p crvmm-tests --bench qemu_snapshot
+	cargo bench -p crvmm-tests --bench checkpoint
 	cargo bench -p crvmm-devices --bench vsock_throughput

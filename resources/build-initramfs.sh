@@ -12,8 +12,12 @@
 #   /dev/console, /dev/null        device nodes, for before devtmpfs is mounted
 #   /etc/passwd, /etc/group        root and nobody
 #   /proc /sys /tmp /run /root /var /mnt   empty mount points / directories
+#   /usr/share/crvmm/rootfs/       a base root file system for containers:
+#                                  busybox, the programs, /etc (hard links)
 #   /usr/lib/crvmm/programs/<name> resources/programs/<name>.c, built with
-#                                  gcc -static -O2 -Wall -Werror
+#                                  gcc -static -O2 -Wall -Werror, plus the
+#                                  libraries a "crvmm-ldflags:" line names
+#                                  (zstdpipe: libzstd.a)
 #
 # Reproducible: the same inputs give a byte-identical archive (entries
 # sorted by name, owner 0:0, every mtime 0, `cpio --reproducible` for
@@ -23,8 +27,9 @@
 # Cache: $CRVMM_CACHE_DIR (else $XDG_CACHE_HOME/crvmm, else ~/.cache/crvmm)
 #   initramfs/<key16>/initramfs.cpio.gz (+ key, inputs, contents), published
 #   by renaming a finished temporary sibling directory.
-# Key: sha256 of the agent, /bin/busybox, every resources/programs/*.c, this
-# script and the first line of `gcc --version`.
+# Key: sha256 of the agent, /bin/busybox, every resources/programs/*.c, the
+# static libraries they link, this script and the first line of
+# `gcc --version`.
 set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -69,7 +74,7 @@ ensure_packages() {
 		exit 1
 	fi
 }
-ensure_packages busybox-static cpio gzip gcc libc6-dev
+ensure_packages busybox-static cpio gzip gcc libc6-dev libzstd-dev
 
 busybox=/bin/busybox
 [ -f "$agent" ] || die "agent binary $agent not found"
@@ -86,12 +91,33 @@ for src in "$here"/programs/*.c; do
 	sources+=("programs/$(basename -- "$src")")
 done
 
+# A program names the libraries it links in a comment line
+# "crvmm-ldflags: -lfoo"; the static archives are part of the cache key.
+ldflags_of() {
+	sed -n 's/^.*crvmm-ldflags:[[:space:]]*//p' "$1" | head -n1
+}
+static_libs=()
+for src in "${sources[@]}"; do
+	for flag in $(ldflags_of "$here/$src"); do
+		case $flag in
+		-l*)
+			lib=$(gcc -print-file-name="lib${flag#-l}.a")
+			[ -f "$lib" ] || die "$src needs lib${flag#-l}.a, which gcc does not find"
+			static_libs+=("$lib")
+			;;
+		esac
+	done
+done
+
 gcc_version=$(gcc --version | sed -n 1p)
 key_inputs=$(
 	echo "crvmm initramfs key v1"
 	echo "gcc $gcc_version"
 	h=$(sha256sum -- "$agent") && echo "${h%% *}  agent"
 	h=$(sha256sum -- "$busybox") && echo "${h%% *}  busybox"
+	for lib in "${static_libs[@]}"; do
+		h=$(sha256sum -- "$lib") && echo "${h%% *}  $(basename -- "$lib")"
+	done
 	cd "$here" && sha256sum -- build-initramfs.sh "${sources[@]}"
 )
 key=$(sha256sum <<<"$key_inputs")
@@ -169,9 +195,28 @@ chmod 0644 "$r/etc/passwd" "$r/etc/group"
 for p in "${programs[@]}"; do
 	log "compiling programs/$p.c"
 	(cd "$here/programs" && gcc -static -O2 -Wall -Werror -s -Wl,--build-id=none \
-		-o "$r/usr/lib/crvmm/programs/$p" "$p.c") ||
+		-o "$r/usr/lib/crvmm/programs/$p" "$p.c" $(ldflags_of "$p.c")) ||
 		die "programs/$p.c does not compile"
 done
+
+# A base root file system for containers: busybox and the test programs
+# (hard links: no second copy in the archive), /etc, and empty mount points.
+# Containers get it read-only, with their own /proc, /tmp and so on.
+base="$r/usr/share/crvmm/rootfs"
+mkdir -p "$base"/{bin,dev,etc,proc,root,run,sys,tmp,usr/lib/crvmm/programs}
+chmod 0700 "$base/root"
+chmod 1777 "$base/tmp"
+ln -s bin "$base/sbin"
+ln -s ../bin "$base/usr/bin"
+ln "$r/bin/busybox" "$base/bin/busybox"
+find "$r/bin" -type l -printf '%f\n' | while read -r applet; do
+	ln -s busybox "$base/bin/$applet"
+done
+for p in "${programs[@]}"; do
+	ln "$r/usr/lib/crvmm/programs/$p" "$base/usr/lib/crvmm/programs/$p"
+done
+cp -p "$r/etc/passwd" "$r/etc/group" "$base/etc/"
+echo container >"$base/etc/hostname"
 
 # Normalise ownership and times, then archive in sorted order.
 chown -hR 0:0 "$r"

@@ -7,6 +7,8 @@
 #   target/guest/release           the kernel release string (a copy)
 #   target/guest/init-only.cpio    an initramfs whose /init just exits
 #
+# (target/guest-<variant>/ for a variant other than default.)
+#
 #   scripts/build-guest.sh [--variant default|debug] [--quiet]
 #
 # Steps: guest-kernel/build.sh, the static guest agent (cargo, crate
@@ -78,7 +80,10 @@ cpio=$("$root/resources/build-initramfs.sh" --agent "$agent" "${quiet[@]}" | tai
 summary initramfs "$cpio"
 
 # 4. Stable links (each replaced atomically: new link, then rename over).
+# Other variants get their own directory, so that building the debug kernel
+# never swaps the kernel under the default tests.
 dest="$root/target/guest"
+[ "$variant" = default ] || dest="$root/target/guest-$variant"
 mkdir -p "$dest"
 
 # 5. A one-file initramfs whose /init exits at once (resources/programs/

@@ -5,7 +5,7 @@
 # As root it installs; otherwise it prints the commands to run and fails.
 set -euo pipefail
 
-packages=(qemu-system-x86 busybox-static linux-source-6.12 flex bison bc libelf-dev
+packages=(qemu-system-x86 busybox-static libzstd-dev linux-source-6.12 flex bison bc libelf-dev
 	libssl-dev cpio xz-utils gzip zstd make gcc)
 vhost_version=0.3.0
 

@@ -11,7 +11,8 @@
  * kernel refuses an unfrozen target); -u switches to <uid> after freezing
  * (to test that the kernel refuses a caller without permission).
  *
- * Exit status 0 on success; otherwise 1, with the errno printed.
+ * Exit status 0 on success; otherwise 1, with the errno printed. The
+ * cgroup is thawed in every case but a failed freeze.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -83,6 +84,12 @@ int main(int argc, char **argv)
 	long ret;
 	pid_t pid;
 
+	/*
+	 * A reader that goes away (cr_dump ... - | head -c 1000) must give
+	 * EPIPE, so that the cgroup is thawed below, not a SIGPIPE death that
+	 * leaves the target frozen.
+	 */
+	signal(SIGPIPE, SIG_IGN);
 	while ((opt = getopt(argc, argv, "nku:")) != -1) {
 		if (opt == 'u')
 			uid = atoi(optarg);

@@ -6,6 +6,8 @@
 //! first) and are found in `target/guest/`, or in `$CRVMM_GUEST_DIR`. A test
 //! that cannot find them fails and says how to build them: it never skips.
 
+pub mod cr;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,12 +66,18 @@ impl GuestImage {
         }
     }
 
-    /// A VM config for this guest named `name`.
+    /// A VM config for this guest named `name`. It boots the ELF vmlinux,
+    /// or the bzImage if `$CRVMM_GUEST_KERNEL` is `bzImage` (the debug
+    /// variant's KASAN vmlinux does not boot by PVH under QEMU).
     pub fn config(&self, name: &str, channel: AgentChannel) -> VmConfig {
+        let kernel = match std::env::var("CRVMM_GUEST_KERNEL").as_deref() {
+            Ok("bzImage") => &self.bzimage,
+            _ => &self.vmlinux,
+        };
         VmConfig {
             initrd: Some(self.initramfs.clone()),
             agent_channel: channel,
-            ..VmConfig::new(name, &self.vmlinux)
+            ..VmConfig::new(name, kernel)
         }
     }
 }

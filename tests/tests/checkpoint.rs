@@ -1,0 +1,403 @@
+//! In-kernel checkpoint/restart of one process (stage 1), driven through
+//! the agent in a QEMU guest: what a restarted process keeps, streaming
+//! through pipes and zstd, checkpoint leaving its target unchanged, and
+//! each refusal with its errno and log line.
+
+use crvmm_protocol::{ExecRequest, ExitStatus};
+use crvmm_tests::cr::{printed_errno, CrLab};
+use crvmm_tests::{unique_name, Sandbox};
+
+const MIB: u64 = 1 << 20;
+
+/// The lines of /proc/PID/status that checkpoint/restart must carry over.
+fn status_lines(lab: &mut CrLab, pid: u32) -> Vec<String> {
+    let status = lab.sh_ok(&format!("cat /proc/{pid}/status"));
+    let keep = ["Name:", "Uid:", "Gid:", "Groups:", "SigBlk:", "SigIgn:"];
+    let keep = keep.iter().chain(&["SigCgt:", "CapPrm:", "CapEff:"]);
+    let keep: Vec<&str> = keep.copied().collect();
+    status
+        .lines()
+        .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// /proc/PID/maps without the inode column's device (the same files).
+fn maps(lab: &mut CrLab, pid: u32) -> Vec<String> {
+    let text = lab.sh_ok(&format!("cat /proc/{pid}/maps"));
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // range, perms, offset, path (or [heap], [stack], [vdso]...).
+            let path = f.get(5).copied().unwrap_or("");
+            format!("{} {} {} {path}", f[0], f[1], f[2])
+        })
+        .collect()
+}
+
+fn image_size(lab: &mut CrLab, path: &str) -> u64 {
+    lab.sh_ok(&format!("stat -c %s {path}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn restarted_process_keeps_its_state_and_counts_on() {
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-full"), 512);
+    let dir = "/tmp/full";
+    let pid = lab.start_target(dir, 64, "full", false);
+    lab.wait_count_above(dir, 3);
+    let status_before = status_lines(&mut lab, pid);
+    let maps_before = maps(&mut lab, pid);
+
+    // Checkpoint, then kill the original.
+    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/full /tmp/full.img"));
+    assert!(out.status.success(), "cr_dump: {out:?}");
+    lab.kill_target(dir);
+    let at_dump = lab.count(dir).expect("a count before the checkpoint");
+    let size = image_size(&mut lab, "/tmp/full.img");
+    assert!(
+        (64 * MIB..72 * MIB).contains(&size),
+        "a 64 MiB process gave a {size}-byte image"
+    );
+
+    // A new process becomes it.
+    lab.sh_ok("$P/cr_restart /tmp/full.img </dev/null >/tmp/full-restart.log 2>&1 &");
+    let new = lab.wait_restarted(dir, pid);
+    assert_ne!(new, pid, "the restarted process is a new one");
+    let first = lab.wait_count_above(dir, at_dump);
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "restarted process: {verdict}");
+    lab.wait_count_above(dir, first + 3);
+
+    // What /proc shows of it is the same as before: ids, groups, signal
+    // masks and handlers, capabilities, and every mapping.
+    assert_eq!(status_lines(&mut lab, new), status_before);
+    assert_eq!(maps(&mut lab, new), maps_before);
+
+    lab.kill_target(dir);
+    lab.shutdown();
+    sandbox.assert_clean();
+}
+
+#[test]
+fn image_streams_through_a_pipe_and_zstd_and_restarts_identically() {
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-pipe"), 384);
+    let dir = "/tmp/pipe";
+    let pid = lab.start_target(dir, 8, "pipe", false);
+    lab.wait_count_above(dir, 3);
+
+    // Straight from checkpoint() into restart() through a pipe (a copy
+    // taken on the way with tee).
+    lab.sh_ok(
+        "( $P/cr_dump -k $(tpid /tmp/pipe) $CG/pipe - 2>/tmp/dump.log; echo $? >/tmp/dump.rc ) \
+         | tee /tmp/pipe.img | $P/cr_restart - >/tmp/r1.log 2>&1 &",
+    );
+    assert_eq!(lab.wait_file("/tmp/dump.rc").trim(), "0");
+    let at_dump = lab.count(dir).unwrap();
+    let first = lab.wait_restarted(dir, pid);
+    lab.wait_count_above(dir, at_dump);
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "after the pipe: {verdict}");
+    let last = lab.wait_count_above(dir, at_dump + 30);
+    lab.kill_target(dir);
+
+    // The same image through zstd and back: the bytes are the same, and
+    // the process restarts from the same point, not from where the first
+    // restart got to.
+    let sums = lab.sh_ok(
+        "$P/zstdpipe -3 </tmp/pipe.img >/tmp/pipe.zst && \
+         $P/zstdpipe -d </tmp/pipe.zst | sha256sum && sha256sum </tmp/pipe.img",
+    );
+    let sums: Vec<&str> = sums.lines().collect();
+    assert_eq!(sums[0], sums[1], "zstd round trip changed the image");
+    let zst = image_size(&mut lab, "/tmp/pipe.zst");
+    let raw = image_size(&mut lab, "/tmp/pipe.img");
+    // The pattern is pseudo-random: only record headers and code compress.
+    assert!(zst < raw, "{zst} zstd bytes of {raw}");
+    lab.sh_ok("$P/zstdpipe -d </tmp/pipe.zst | $P/cr_restart - >/tmp/r2.log 2>&1 &");
+    let second = lab.wait_restarted(dir, first);
+    let resumed = lab.wait_count_above(dir, at_dump);
+    assert!(
+        resumed < last,
+        "second restart resumed at {resumed}: not from the image's {at_dump}"
+    );
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "after zstd: {verdict}");
+    assert_ne!(second, first);
+
+    lab.kill_target(dir);
+    lab.shutdown();
+    sandbox.assert_clean();
+}
+
+#[test]
+fn checkpoint_leaves_the_target_running_unchanged_also_when_it_fails() {
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-thaw"), 256);
+    let dir = "/tmp/thaw";
+    let pid = lab.start_target(dir, 8, "thaw", false);
+    let frozen = "grep -q 'frozen 0' $CG/thaw/cgroup.events";
+
+    // A checkpoint that succeeds, then thaw.
+    let out = lab.sh(&format!("$P/cr_dump {pid} $CG/thaw /tmp/thaw.img"));
+    assert!(out.status.success(), "cr_dump: {out:?}");
+    lab.sh_ok(frozen);
+    let at_dump = lab.count(dir).unwrap();
+    lab.wait_count_above(dir, at_dump + 3);
+    assert_eq!(lab.target_pid(dir), Some(pid));
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "after checkpoint: {verdict}");
+
+    // One that fails halfway: the disk fills up.
+    lab.sh_ok("mkdir -p /mnt/small && mount -t tmpfs -o size=1m small /mnt/small");
+    let out = lab.sh(&format!("$P/cr_dump {pid} $CG/thaw /mnt/small/img"));
+    assert_eq!(printed_errno(&out), Some(libc::ENOSPC), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writing the image failed"), "{err}");
+
+    // One whose reader goes away: EPIPE.
+    let text = lab.sh_ok(&format!(
+        "( $P/cr_dump {pid} $CG/thaw - 2>/tmp/epipe.log; echo \"rc $?\" >>/tmp/epipe.log ) \
+         | head -c 4096 >/dev/null; cat /tmp/epipe.log"
+    ));
+    assert!(
+        text.contains(&format!("(errno {})", libc::EPIPE)) && text.contains("rc 1"),
+        "{text}"
+    );
+
+    lab.sh_ok(frozen);
+    let now = lab.count(dir).unwrap();
+    lab.wait_count_above(dir, now + 3);
+    assert_eq!(lab.target_pid(dir), Some(pid));
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "after failures: {verdict}");
+
+    lab.kill_target(dir);
+    lab.shutdown();
+    sandbox.assert_clean();
+}
+
+#[test]
+fn refused_checkpoints_name_their_errno_and_reason() {
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-refuse"), 256);
+    let dir = "/tmp/refuse";
+    let pid = lab.start_target(dir, 1, "refuse", false);
+
+    let cases: [(String, i32, &str); 5] = [
+        (format!("-n {pid}"), libc::EBUSY, "not frozen"),
+        (
+            format!("-u 1000 {pid}"),
+            libc::EPERM,
+            "no permission: CAP_CHECKPOINT_RESTORE",
+        ),
+        ("99999".into(), libc::ESRCH, "no such process"),
+        ("2".into(), libc::EPERM, "is a kernel thread"),
+        (format!("{pid}"), 0, ""),
+    ];
+    for (args, errno, reason) in cases {
+        let out = lab.sh(&format!("$P/cr_dump {args} $CG/refuse /tmp/refuse.img"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        if errno == 0 {
+            assert!(
+                out.status.success(),
+                "a good checkpoint after refusals: {err}"
+            );
+            continue;
+        }
+        assert_eq!(printed_errno(&out), Some(errno), "cr_dump {args}: {err}");
+        assert!(err.contains(reason), "cr_dump {args}: {err}");
+    }
+
+    // Unsupported resources: a second thread, a pending signal.
+    let threaded = lab.start_target("/tmp/threads", 1, "threads", true);
+    let out = lab.sh(&format!("$P/cr_dump {threaded} $CG/threads /tmp/t.img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed_errno(&out), Some(libc::ETOOMANYREFS), "{err}");
+    assert!(err.contains("resource threads: 2 threads"), "{err}");
+    lab.kill_target("/tmp/threads");
+
+    // SIGWINCH is blocked in the target, so it stays pending.
+    let pending = lab.start_target("/tmp/pending", 1, "pending", false);
+    lab.sh_ok(&format!("kill -WINCH {pending}"));
+    let out = lab.sh(&format!("$P/cr_dump {pending} $CG/pending /tmp/p.img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed_errno(&out), Some(libc::EOPNOTSUPP), "{err}");
+    assert!(err.contains("resource signals"), "{err}");
+    lab.kill_target("/tmp/pending");
+
+    // Every refusal left the target thawed and unchanged.
+    lab.sh_ok("grep -q 'frozen 0' $CG/refuse/cgroup.events");
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "after refusals: {verdict}");
+    assert_eq!(lab.target_pid(dir), Some(pid));
+
+    lab.kill_target(dir);
+    lab.shutdown();
+    sandbox.assert_clean();
+}
+
+/// How a damaged image's restart must end.
+enum Refusal {
+    /// Before the point of no return: the caller gets this errno.
+    Errno(i32),
+    /// After it: the kernel kills the caller, having logged this errno.
+    Killed(i32),
+}
+
+#[test]
+fn damaged_images_are_refused_with_their_errno() {
+    use Refusal::{Errno, Killed};
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-damage"), 256);
+    let dir = "/tmp/damage";
+    let pid = lab.start_target(dir, 1, "damage", false);
+    lab.sh_ok(&format!("$P/cr_dump -k {pid} $CG/damage /tmp/good.img"));
+    lab.kill_target(dir);
+
+    // cr_mangle <type> <index> <offset> <bytes> <value>, or a shell command
+    // that writes /tmp/bad.img.
+    let cases: &[(&str, &str, Refusal, &str)] = &[
+        (
+            "magic",
+            "1 0 0 8 0x1234",
+            Errno(libc::ENOEXEC),
+            "not a checkpoint image",
+        ),
+        (
+            "version",
+            "1 0 8 4 2",
+            Errno(libc::EPROTONOSUPPORT),
+            "format version 2",
+        ),
+        (
+            "arch",
+            "1 0 12 4 7",
+            Errno(libc::EAFNOSUPPORT),
+            "image arch 7",
+        ),
+        (
+            "release",
+            "1 0 48 1 0x58",
+            Errno(libc::ESTALE),
+            "image from kernel X",
+        ),
+        (
+            "config",
+            "1 0 24 8 1",
+            Errno(libc::EKEYREJECTED),
+            "config hash 0x1",
+        ),
+        (
+            "vma-kernel",
+            "8 0 8 8 0xffff888000000000",
+            Errno(libc::EBADMSG),
+            "vma record",
+        ),
+        (
+            "vma-prot",
+            "8 0 24 4 0x80",
+            Errno(libc::EBADMSG),
+            "prot 0x80",
+        ),
+        (
+            "length",
+            "3 0 -4 4 0xffffffff",
+            Errno(libc::EBADMSG),
+            "length 4294967295",
+        ),
+        (
+            "groups",
+            "3 0 36 4 0x7fffffff",
+            Errno(libc::EBADMSG),
+            "2147483647 groups",
+        ),
+        (
+            "rip",
+            "5 0 128 8 0xffffffff81000000",
+            Errno(libc::EBADMSG),
+            "beyond user space",
+        ),
+        (
+            "early",
+            "head -c 2000 /tmp/good.img",
+            Errno(libc::ENODATA),
+            "image truncated",
+        ),
+        (
+            "empty",
+            "head -c 0 /tmp/good.img",
+            Errno(libc::ENODATA),
+            "image truncated",
+        ),
+        (
+            "pages",
+            "9 0 0 4 100000",
+            Killed(libc::EBADMSG),
+            "100000 pages",
+        ),
+        (
+            "page-addr",
+            "9 0 8 8 0xffff888000000000",
+            Killed(libc::EBADMSG),
+            "out of order",
+        ),
+        (
+            "page-byte",
+            "9 1 4000 1 0x55",
+            Killed(libc::EILSEQ),
+            "checksum mismatch",
+        ),
+        (
+            "late",
+            "head -c $(($(stat -c %s /tmp/good.img) - 5000)) /tmp/good.img",
+            Killed(libc::ENODATA),
+            "image truncated",
+        ),
+    ];
+    for (name, how, refusal, reason) in cases {
+        let make = if how.starts_with("head") {
+            format!("{how} >/tmp/bad.img")
+        } else {
+            format!("$P/cr_mangle /tmp/good.img /tmp/bad.img {how} >/dev/null")
+        };
+        lab.sh_ok(&make);
+        let out = lab
+            .agent
+            .exec(ExecRequest::new([
+                "/usr/lib/crvmm/programs/cr_restart",
+                "/tmp/bad.img",
+            ]))
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(reason), "{name}: {err}");
+        match refusal {
+            Errno(e) => {
+                assert_eq!(out.status, ExitStatus::Exited(1), "{name}: {err}");
+                assert_eq!(printed_errno(&out), Some(*e), "{name}: {err}");
+            }
+            Killed(e) => {
+                assert_eq!(
+                    out.status,
+                    ExitStatus::Signaled(libc::SIGKILL),
+                    "{name}: {err}"
+                );
+                let line = format!("failed after the point of no return (-{e}): killed");
+                assert!(err.contains(&line), "{name}: {err}");
+            }
+        }
+    }
+
+    // The undamaged image still restarts.
+    lab.sh_ok("$P/cr_restart /tmp/good.img </dev/null >/tmp/good.log 2>&1 &");
+    lab.wait_restarted(dir, pid);
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "good image: {verdict}");
+    lab.kill_target(dir);
+    lab.shutdown();
+    sandbox.assert_clean();
+}
