@@ -1,7 +1,8 @@
 /*
  * cr_target: a process with known state, for checkpoint/restart tests.
  *
- *   cr_target <dir> [MiB [threads]]   (MiB of patterned memory, default 64)
+ *   cr_target <dir> [MiB [threads|noaltstack]]   (MiB of patterned memory,
+ *                                                default 64)
  *
  * Sets up, then keeps: a counter in anonymous memory, heap data (brk),
  * stack data, a private writable mapping of <dir>/data that it wrote to,
@@ -14,7 +15,9 @@
  * <dir>/state. On SIGUSR1 it checks all of the above itself and writes
  * "PASS <n>" or "FAIL <what>" to <dir>/verdict. After a checkpoint and a
  * restart into another process, the verdict must still be PASS and the
- * count must go on from where it was. With "threads" it also starts a
+ * count must go on from where it was. With "noaltstack" it disables its
+ * alternate signal stack again (sigaltstack(SS_DISABLE)), which must be
+ * restored as disabled. With "threads" it also starts a
  * second thread, which checkpoint must refuse.
  */
 #define _GNU_SOURCE
@@ -53,6 +56,7 @@ static uint64_t reg_fail;		/* iterations whose vector registers changed */
 static char dir[256];
 static uint64_t vec_pattern[16][4] __attribute__((aligned(32)));
 static char altstack[4 * PAGE];
+static int no_altstack;
 
 static void *idle_thread(void *arg)
 {
@@ -180,6 +184,7 @@ static char why[256];
 
 static int check_all(const uint64_t *stack_words)
 {
+	stack_t ss;
 	struct sigaction sa;
 	sigset_t set;
 	struct rlimit rl;
@@ -230,6 +235,13 @@ static int check_all(const uint64_t *stack_words)
 	      rl.rlim_max == 200, "RLIMIT_NOFILE");
 	prctl(PR_GET_NAME, name);
 	CHECK(strcmp(name, "cr_target") == 0, "comm %s", name);
+	CHECK(sigaltstack(NULL, &ss) == 0, "sigaltstack");
+	if (no_altstack)
+		CHECK(ss.ss_flags == SS_DISABLE, "altstack flags %#x", ss.ss_flags);
+	else
+		CHECK(ss.ss_flags == 0 && ss.ss_sp == altstack &&
+		      ss.ss_size == sizeof(altstack),
+		      "altstack %p+%zu flags %#x", ss.ss_sp, ss.ss_size, ss.ss_flags);
 	return 0;
 }
 
@@ -249,13 +261,15 @@ int main(int argc, char **argv)
 	int fd;
 
 	if (argc < 2 || argc > 4) {
-		fprintf(stderr, "usage: %s <dir> [MiB [threads]]\n", argv[0]);
+		fprintf(stderr, "usage: %s <dir> [MiB [threads|noaltstack]]\n", argv[0]);
 		return 2;
 	}
 	snprintf(dir, sizeof(dir), "%s", argv[1]);
 	if (argc >= 3)
 		mib = strtoul(argv[2], NULL, 10);
-	if (argc == 4) {
+	if (argc == 4 && strcmp(argv[3], "noaltstack") == 0) {
+		no_altstack = 1;
+	} else if (argc == 4) {
 		pthread_t th;
 
 		if (pthread_create(&th, NULL, idle_thread, NULL) != 0) {
@@ -341,6 +355,10 @@ int main(int argc, char **argv)
 	ss.ss_size = sizeof(altstack);
 	ss.ss_flags = 0;
 	sigaltstack(&ss, NULL);
+	if (no_altstack) {
+		ss.ss_flags = SS_DISABLE;
+		sigaltstack(&ss, NULL);
+	}
 	setrlimit(RLIMIT_NOFILE, &rl);
 
 	if (setgroups(2, groups) != 0 || setgid(ID) != 0 || setuid(ID) != 0) {

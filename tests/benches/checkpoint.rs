@@ -85,7 +85,7 @@ fn main() {
 
 fn measure(lab: &mut CrLab, mib: u32, f: &mut Figures) {
     let dir = "/tmp/bench";
-    let pid = lab.start_target(dir, mib, "bench", false);
+    let pid = lab.start_target(dir, mib, "bench", "");
     lab.wait_count_above(dir, 2);
     let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/bench /tmp/bench.img"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

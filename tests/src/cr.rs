@@ -77,10 +77,15 @@ impl CrLab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Starts `cr_target DIR MIB [threads]` in cgroup `CG/cgroup` (created
-    /// if needed) and waits until it counts; returns its pid.
-    pub fn start_target(&mut self, dir: &str, mib: u32, cgroup: &str, threads: bool) -> u32 {
-        let extra = if threads { " threads" } else { "" };
+    /// Starts `cr_target DIR MIB [mode]` (mode `threads`, `noaltstack` or
+    /// empty) in cgroup `CG/cgroup` (created if needed) and waits until it
+    /// counts; returns its pid.
+    pub fn start_target(&mut self, dir: &str, mib: u32, cgroup: &str, mode: &str) -> u32 {
+        let extra = if mode.is_empty() {
+            String::new()
+        } else {
+            format!(" {mode}")
+        };
         self.sh_ok(&format!(
             "mkdir -p $CG/{cgroup} && rm -rf {dir} && \
              sh -c 'echo $$ > '$CG/{cgroup}'/cgroup.procs; exec '$P'/cr_target {dir} {mib}{extra}' \

@@ -47,7 +47,7 @@ fn restarted_process_keeps_its_state_and_counts_on() {
     let sandbox = Sandbox::new();
     let mut lab = CrLab::boot(&sandbox, &unique_name("cr-full"), 512);
     let dir = "/tmp/full";
-    let pid = lab.start_target(dir, 64, "full", false);
+    let pid = lab.start_target(dir, 64, "full", "");
     lab.wait_count_above(dir, 3);
     let status_before = status_lines(&mut lab, pid);
     let maps_before = maps(&mut lab, pid);
@@ -87,7 +87,7 @@ fn image_streams_through_a_pipe_and_zstd_and_restarts_identically() {
     let sandbox = Sandbox::new();
     let mut lab = CrLab::boot(&sandbox, &unique_name("cr-pipe"), 384);
     let dir = "/tmp/pipe";
-    let pid = lab.start_target(dir, 8, "pipe", false);
+    let pid = lab.start_target(dir, 8, "pipe", "");
     lab.wait_count_above(dir, 3);
 
     // Straight from checkpoint() into restart() through a pipe (a copy
@@ -139,7 +139,7 @@ fn checkpoint_leaves_the_target_running_unchanged_also_when_it_fails() {
     let sandbox = Sandbox::new();
     let mut lab = CrLab::boot(&sandbox, &unique_name("cr-thaw"), 256);
     let dir = "/tmp/thaw";
-    let pid = lab.start_target(dir, 8, "thaw", false);
+    let pid = lab.start_target(dir, 8, "thaw", "");
     let frozen = "grep -q 'frozen 0' $CG/thaw/cgroup.events";
 
     // A checkpoint that succeeds, then thaw.
@@ -186,7 +186,7 @@ fn refused_checkpoints_name_their_errno_and_reason() {
     let sandbox = Sandbox::new();
     let mut lab = CrLab::boot(&sandbox, &unique_name("cr-refuse"), 256);
     let dir = "/tmp/refuse";
-    let pid = lab.start_target(dir, 1, "refuse", false);
+    let pid = lab.start_target(dir, 1, "refuse", "");
 
     let cases: [(String, i32, &str); 5] = [
         (format!("-n {pid}"), libc::EBUSY, "not frozen"),
@@ -214,7 +214,7 @@ fn refused_checkpoints_name_their_errno_and_reason() {
     }
 
     // Unsupported resources: a second thread, a pending signal.
-    let threaded = lab.start_target("/tmp/threads", 1, "threads", true);
+    let threaded = lab.start_target("/tmp/threads", 1, "threads", "threads");
     let out = lab.sh(&format!("$P/cr_dump {threaded} $CG/threads /tmp/t.img"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(printed_errno(&out), Some(libc::ETOOMANYREFS), "{err}");
@@ -222,7 +222,7 @@ fn refused_checkpoints_name_their_errno_and_reason() {
     lab.kill_target("/tmp/threads");
 
     // SIGWINCH is blocked in the target, so it stays pending.
-    let pending = lab.start_target("/tmp/pending", 1, "pending", false);
+    let pending = lab.start_target("/tmp/pending", 1, "pending", "");
     lab.sh_ok(&format!("kill -WINCH {pending}"));
     let out = lab.sh(&format!("$P/cr_dump {pending} $CG/pending /tmp/p.img"));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -255,7 +255,7 @@ fn damaged_images_are_refused_with_their_errno() {
     let sandbox = Sandbox::new();
     let mut lab = CrLab::boot(&sandbox, &unique_name("cr-damage"), 256);
     let dir = "/tmp/damage";
-    let pid = lab.start_target(dir, 1, "damage", false);
+    let pid = lab.start_target(dir, 1, "damage", "");
     lab.sh_ok(&format!("$P/cr_dump -k {pid} $CG/damage /tmp/good.img"));
     lab.kill_target(dir);
 
@@ -321,6 +321,12 @@ fn damaged_images_are_refused_with_their_errno() {
             "5 0 128 8 0xffffffff81000000",
             Errno(libc::EBADMSG),
             "beyond user space",
+        ),
+        (
+            "xstate-len",
+            "6 0 -4 4 32",
+            Errno(libc::EBADMSG),
+            "does not hold",
         ),
         (
             "early",
@@ -391,6 +397,17 @@ fn damaged_images_are_refused_with_their_errno() {
             }
         }
     }
+
+    // A process whose alternate signal stack is disabled (sigaltstack
+    // SS_DISABLE) restarts with it disabled.
+    let noalt = lab.start_target("/tmp/noalt", 1, "noalt", "noaltstack");
+    lab.sh_ok(&format!("$P/cr_dump -k {noalt} $CG/noalt /tmp/noalt.img"));
+    lab.kill_target("/tmp/noalt");
+    lab.sh_ok("$P/cr_restart /tmp/noalt.img </dev/null >/tmp/noalt.log 2>&1 &");
+    lab.wait_restarted("/tmp/noalt", noalt);
+    let verdict = lab.verify("/tmp/noalt");
+    assert!(verdict.starts_with("PASS "), "disabled altstack: {verdict}");
+    lab.kill_target("/tmp/noalt");
 
     // The undamaged image still restarts.
     lab.sh_ok("$P/cr_restart /tmp/good.img </dev/null >/tmp/good.log 2>&1 &");
