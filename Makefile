@@ -26,4 +26,5 @@ bench: guest
 	cargo bench -p crvmm-vmm --bench snapshot
 	cargo bench -p crvmm-tests --bench qemu_snapshot
 	cargo bench -p crvmm-tests --bench checkpoint
+	cargo bench -p crvmm-tests --bench container_checkpoint
 	cargo bench -p crvmm-devices --bench vsock_throughput

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The main job (`make demo`): boot a guest under the QEMU engine, drive it
-# through its agent, pause and resume it with a workload running, snapshot
-# the whole VM and restore it in a new process, where the workload counts
-# on, then shut it down. Container checkpoint/restart and its comparison with
-# VM snapshots join this script as they land.
+# The main job (`make demo`): a checkpoint/restart lab on the QEMU engine.
+#
+#  1. Boot two guests, A and B, with the agent on vsock.
+#  2. In A, run a container whose counter keeps 16 MiB of patterned memory.
+#  3. Checkpoint it with --leave-running (it keeps counting), then again
+#     with zstd and kill, streaming the image to the host; verify the image.
+#  4. Restore it in B (a migration): same hostname, its counter is pid 1
+#     and goes on from where it stood, its memory checks out.
+#  5. Run the same workload in a third guest and snapshot that whole VM,
+#     restore it in a new process: the counter goes on there too.
+#  6. Compare: bytes on disk and how long the workload stood still.
 set -euo pipefail
 root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 crvmm="${CARGO_TARGET_DIR:-$root/target}/release/crvmm"
@@ -12,69 +18,86 @@ guest="$root/target/guest"
 [ -e "$guest/vmlinux" ] || { echo "demo: build the guest first: scripts/build-guest.sh" >&2; exit 1; }
 
 export CRVMM_RUN_DIR=$(mktemp -d /tmp/crvmm-demo.XXXXXX)
-log="$CRVMM_RUN_DIR.log"
-name=demo
-pid=
-snap="$CRVMM_RUN_DIR.snapshot"
+work="$CRVMM_RUN_DIR.work"
+mkdir -p "$work"
+pids=()
 cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	rm -rf "$CRVMM_RUN_DIR" "$log" "$snap"
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	rm -rf "$CRVMM_RUN_DIR" "$work"
 }
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-agent() { "$crvmm" agent "$name" "$@"; }
+counter=/usr/lib/crvmm/programs/counter
 
-say "boot: $(cat "$guest/release") under the QEMU engine, agent over virtio-serial (migratable)"
-"$crvmm" run --name "$name" --console log --kernel "$guest/vmlinux" \
-	--initrd "$guest/initramfs.cpio.gz" --vcpus 2 --channel serial 2>"$log" &
-pid=$!
-until grep -q "agent ready" "$log"; do
-	kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-	sleep 0.2
-done
-grep "crvmm:" "$log"
+boot() { # name channel
+	"$crvmm" run --name "$1" --console log --kernel "$guest/vmlinux" \
+		--initrd "$guest/initramfs.cpio.gz" --vcpus 2 --mem-mib 384 \
+		--channel "$2" 2>"$work/$1.log" &
+	pids+=($!)
+	until grep -q "agent ready" "$work/$1.log"; do
+		kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/$1.log" >&2; exit 1; }
+		sleep 0.2
+	done
+	grep "crvmm:" "$work/$1.log"
+}
+json_field() { # file key
+	sed -n "s/.*\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" "$1" | head -n1
+}
 
-say "the agent answers"
-agent hello
-agent exec -- sh -c 'uname -a; echo "checkpoint image format: $(cat /sys/kernel/checkpoint/format_version)"'
+say "boot guests A and B: $(cat "$guest/release"), agent on vsock"
+boot a vsock
+boot b vsock
 
-say "a workload: counter, 16 MiB of patterned memory, counting in the guest"
-agent exec -- sh -c '/usr/lib/crvmm/programs/counter 16 /tmp/counter.state >/dev/null 2>&1 &'
-sleep 1
-agent exec -- cat /tmp/counter.state
-
-say "pause the whole VM for 2 s, resume: the counter goes on from where it stood"
-"$crvmm" pause "$name"
-"$crvmm" list
+say "in A: a container whose counter holds 16 MiB of patterned memory"
+"$crvmm" container create --vm a --id web --hostname web -- "$counter" 16 /tmp/state
 sleep 2
-"$crvmm" resume "$name"
-agent exec -- cat /tmp/counter.state
-sleep 1
-agent exec -- cat /tmp/counter.state
-agent exec -- sh -c 'kill -USR1 $(pidof counter); sleep 0.5; cat /tmp/counter.state.verdict'
+"$crvmm" container exec --vm a web -- sh -c 'hostname; cat /tmp/state'
 
-say "snapshot the whole VM and end it; restore it in a new crvmm process"
-"$crvmm" snapshot create "$name" "$snap" --after exit
-wait "$pid" || true
-pid=
-ls -l "$snap"
-"$crvmm" snapshot restore "$snap" --name restored 2>"$log" &
-pid=$!
-until grep -q "restored from" "$log"; do
-	kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+say "checkpoint it and let it run on (the image streams to the host over vsock)"
+"$crvmm" container checkpoint --vm a web --leave-running -o "$work/web-1.img"
+sleep 1
+"$crvmm" container exec --vm a web -- cat /tmp/state
+
+say "checkpoint it again, zstd-compressed, and kill it (a migration)"
+"$crvmm" container checkpoint --vm a web --zstd -o "$work/web.img.zst" --json >"$work/ckpt.json"
+cat "$work/ckpt.json"
+"$crvmm" container list --vm a
+ls -l "$work"/web-1.img "$work"/web.img.zst
+"$crvmm" image verify "$work/web.img.zst"
+
+say "restore it in B: the counter goes on, as pid 1, with the same hostname"
+"$crvmm" container restore --vm b web --input "$work/web.img.zst"
+sleep 1
+"$crvmm" container exec --vm b web -- sh -c 'hostname; cat /proc/1/comm; cat /tmp/state'
+sleep 1
+"$crvmm" container exec --vm b web -- sh -c 'cat /tmp/state; kill -USR1 1; sleep 1; cat /tmp/state.verdict'
+
+say "the same workload, snapshotted as a whole VM (virtio-serial agent: migratable)"
+boot s serial
+"$crvmm" agent s exec -- sh -c "$counter 16 /tmp/state >/dev/null 2>&1 &"
+sleep 2
+"$crvmm" snapshot create s "$work/vm-snapshot" --after exit 2>&1 | tee "$work/snap.txt"
+"$crvmm" snapshot restore "$work/vm-snapshot" --name s2 2>"$work/s2.log" &
+pids+=($!)
+until grep -q "restored from" "$work/s2.log"; do
+	kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/s2.log" >&2; exit 1; }
 	sleep 0.2
 done
-grep "crvmm:" "$log"
-name=restored
-agent exec -- cat /tmp/counter.state
-sleep 1
-agent exec -- cat /tmp/counter.state
-agent exec -- sh -c 'kill -USR1 $(pidof counter); sleep 0.5; cat /tmp/counter.state.verdict'
+"$crvmm" agent s2 exec -- sh -c 'cat /tmp/state; kill -USR1 $(pidof counter); sleep 1; cat /tmp/state.verdict'
 
-say "not yet in this build: container checkpoint/restart, and its comparison with VM snapshots"
+say "compare: container checkpoint vs whole-VM snapshot of the same workload"
+plain=$(stat -c %s "$work/web-1.img")
+zst=$(stat -c %s "$work/web.img.zst")
+vm=$(du -sb "$work/vm-snapshot" | cut -f1)
+down_us=$(json_field "$work/ckpt.json" downtime_us)
+vm_down=$(sed -n 's/.*guest paused \([0-9]*\) ms.*/\1/p' "$work/snap.txt")
+printf '%-34s %12s %14s\n' "" "bytes" "workload stood"
+printf '%-34s %12s %14s\n' "container image (plain)" "$plain" "-"
+printf '%-34s %12s %11s ms\n' "container image (zstd, killed)" "$zst" "$((down_us / 1000))"
+printf '%-34s %12s %11s ms\n' "whole-VM snapshot (QEMU)" "$vm" "${vm_down:-?}"
 
 say "shut down"
-"$crvmm" stop "$name"
-wait "$pid"
-pid=
-echo "VM stopped; run directory cleaned: $(ls -A "$CRVMM_RUN_DIR" | wc -l) entries left"
+for vm in a b s2; do "$crvmm" stop "$vm"; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+pids=()
+echo "VMs stopped; run directory cleaned: $(ls -A "$CRVMM_RUN_DIR" | wc -l) entries left"

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use crvmm_engine::agent::AgentConnection;
 use crvmm_engine::{remote, rundir};
 use crvmm_protocol::{ExecRequest, ExitStatus};
 
@@ -68,21 +69,22 @@ fn parse_octal(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8).map_err(|e| format!("{s:?} is not an octal mode: {e}"))
 }
 
-pub fn agent(base: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let record = rundir::find(base, &args.vm)?;
+/// Connects to the agent of the running VM `vm`.
+pub fn connect(base: &Path, vm: &str, timeout: Duration) -> anyhow::Result<AgentConnection> {
+    let record = rundir::find(base, vm)?;
     // A paused guest cannot answer, and a vsock request left waiting on one
     // wedges vhost-device-vsock 0.3.0: refuse before connecting.
     if remote::status(&record).is_ok_and(|s| s == "paused") {
-        bail!(
-            "VM {:?} is paused; resume it first: crvmm resume {}",
-            args.vm,
-            args.vm
-        );
+        bail!("VM {vm:?} is paused; resume it first: crvmm resume {vm}");
     }
-    let mut client = record
+    record
         .agent
-        .connect(Duration::from_secs(args.timeout))
-        .with_context(|| format!("connecting to the agent of VM {:?}", args.vm))?;
+        .connect(timeout)
+        .with_context(|| format!("connecting to the agent of VM {vm:?}"))
+}
+
+pub fn agent(base: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(base, &args.vm, Duration::from_secs(args.timeout))?;
     match args.request {
         AgentRequest::Hello => {
             let info = client.hello()?;
@@ -141,7 +143,7 @@ pub fn agent(base: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The shell's convention: the exit code, 128 + signal, or 124 on timeout.
-fn exit_code(status: ExitStatus) -> ExitCode {
+pub fn exit_code(status: ExitStatus) -> ExitCode {
     let code = match status {
         ExitStatus::Exited(c) => c,
         ExitStatus::Signaled(s) => 128 + s,

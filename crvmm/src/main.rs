@@ -1,6 +1,10 @@
 //! `crvmm`: boot guests, talk to their agents, control running VMs.
 
 mod agent_cmd;
+mod container_checkpoint_cmd;
+mod container_cmd;
+mod container_restore_cmd;
+mod image_cmd;
 mod run;
 mod snapshot_cmd;
 mod vm_cmd;
@@ -29,6 +33,8 @@ enum Command {
     Run(run::RunArgs),
     /// Talk to the agent of a running VM.
     Agent(agent_cmd::AgentArgs),
+    /// Containers in a running VM: create, exec, freeze, kill, delete (--vm NAME).
+    Container(container_cmd::ContainerArgs),
     /// List running VMs.
     List(vm_cmd::ListArgs),
     /// Stop a running VM's vCPUs.
@@ -39,6 +45,8 @@ enum Command {
     Stop(vm_cmd::StopArgs),
     /// Whole-VM snapshots: create, restore, inspect.
     Snapshot(snapshot_cmd::SnapshotArgs),
+    /// Checkpoint images of the guest kernel's checkpoint(2): inspect, verify.
+    Image(image_cmd::ImageArgs),
     /// Tell what this host can run: KVM, QEMU, the vsock backend.
     Host,
 }
@@ -61,11 +69,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&base, args),
         Command::Agent(args) => agent_cmd::agent(&base, args),
+        Command::Container(args) => container_cmd::container(&base, args),
         Command::List(args) => vm_cmd::list(&base, args),
         Command::Pause(vm) => vm_cmd::pause(&base, vm),
         Command::Resume(vm) => vm_cmd::resume(&base, vm),
         Command::Stop(args) => vm_cmd::stop(&base, args),
         Command::Snapshot(args) => snapshot_cmd::snapshot(&base, args),
+        Command::Image(args) => image_cmd::image(args),
         Command::Host => vm_cmd::host(),
     };
     match result {

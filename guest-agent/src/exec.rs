@@ -116,20 +116,43 @@ pub fn run(request: ExecRequest, cap: usize) -> Result<ExecOutput, ExecError> {
         .env_clear()
         .envs(BASE_ENV)
         .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
+        .current_dir(cwd);
+    supervise(
+        command,
+        &program,
+        request.stdin,
+        request.timeout_ms,
+        cap,
+        Command::spawn,
+    )
+}
+
+/// Starts `command` with `spawn` (piped stdio, a process group of its
+/// own), feeds it `input`, and waits for it as [`run`] does: the part of an
+/// exec that containers share (`container::exec` spawns into a container).
+pub fn supervise(
+    mut command: Command,
+    program: &str,
+    input: Vec<u8>,
+    timeout_ms: Option<u64>,
+    cap: usize,
+    spawn: impl FnOnce(&mut Command) -> io::Result<std::process::Child>,
+) -> Result<ExecOutput, ExecError> {
+    let program = program.to_owned();
+    command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let started = Instant::now();
-    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+    let mut child = spawn(&mut command).map_err(|source| ExecError::Spawn {
         program: program.clone(),
         source,
     })?;
 
     if let Some(mut stdin) = child.stdin.take() {
-        if !request.stdin.is_empty() {
-            let data = request.stdin;
+        if !input.is_empty() {
+            let data = input;
             // Not joined: if a background process inherited stdin and never
             // reads it, the thread ends when that process does.
             std::thread::spawn(move || {
@@ -142,9 +165,7 @@ pub fn run(request: ExecRequest, cap: usize) -> Result<ExecOutput, ExecError> {
     let mut stderr = Capture::new(child.stderr.take(), cap);
     // Readable once the child has exited; without it we poll with backoff.
     let exit_fd = pidfd_open(child.id()).ok();
-    let deadline = request
-        .timeout_ms
-        .map(|ms| started + Duration::from_millis(ms));
+    let deadline = timeout_ms.map(|ms| started + Duration::from_millis(ms));
     let capture_error = |source| ExecError::Capture {
         program: program.clone(),
         source,

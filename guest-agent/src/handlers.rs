@@ -2,9 +2,11 @@
 //! the server starts it once the answer is sent (see [`crate::shutdown`]).
 
 use crvmm_protocol::{
-    AgentError, HelloInfo, Request, Response, MAX_CAPTURE, MAX_FILE_LEN, PROTOCOL_VERSION,
+    AgentError, ContainerInfo, HelloInfo, Request, Response, MAX_CAPTURE, MAX_FILE_LEN,
+    PROTOCOL_VERSION,
 };
 
+use crate::container::{self, ContainerError, Registry};
 use crate::{exec, files, log};
 
 /// Carries out `request`, which arrived over `transport`.
@@ -26,6 +28,51 @@ pub fn handle(request: Request, transport: &str) -> Response {
             }
         }
         Request::Shutdown => Response::Done,
+        Request::ContainerCreate(create) => one(container::create(registry(), create)),
+        Request::ContainerStart { container } => one(container::start(registry(), &container)),
+        Request::ContainerList => Response::Containers {
+            containers: container::list(registry()),
+        },
+        Request::ContainerState { container } => one(container::state(registry(), &container)),
+        Request::ContainerExec(request) => {
+            match container::exec(registry(), request, MAX_CAPTURE) {
+                Ok(output) => Response::Exec(output),
+                Err(e) => error(e.kind(), &e),
+            }
+        }
+        Request::ContainerFreeze {
+            container,
+            timeout_ms,
+        } => one(container::freeze(registry(), &container, timeout_ms)),
+        Request::ContainerThaw { container } => one(container::thaw(registry(), &container)),
+        Request::ContainerKill(kill) => one(container::kill(registry(), kill)),
+        // The server hands these to the container module with the stream.
+        Request::ContainerCheckpoint(_) | Request::ContainerRestore(_) => {
+            Response::Error(AgentError::new(
+                crvmm_protocol::ErrorKind::Internal,
+                "checkpoint and restore are served on the connection's stream",
+            ))
+        }
+        Request::ContainerDelete { container, force } => {
+            match container::delete(registry(), &container, force) {
+                Ok(()) => Response::Done,
+                Err(e) => error(e.kind(), &e),
+            }
+        }
+    }
+}
+
+fn registry() -> &'static Registry {
+    Registry::global()
+}
+
+/// The answer to a request about one container.
+fn one(result: Result<ContainerInfo, ContainerError>) -> Response {
+    match result {
+        Ok(container) => Response::Container {
+            container: Box::new(container),
+        },
+        Err(e) => error(e.kind(), &e),
     }
 }
 
@@ -47,7 +94,8 @@ fn hello(transport: &str) -> HelloInfo {
 }
 
 /// `uname -r`, or an empty string if uname fails.
-fn kernel_release() -> String {
+/// The running kernel's release (`uname -r`), or empty if uname fails.
+pub(crate) fn kernel_release() -> String {
     // SAFETY: utsname is a struct of byte arrays, for which all zeroes is a
     // valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };

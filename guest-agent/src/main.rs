@@ -9,6 +9,7 @@
 #[macro_use]
 mod log;
 
+mod container;
 mod exec;
 mod files;
 mod handlers;

@@ -18,6 +18,7 @@ use crvmm_protocol::{
     AGENT_SERIAL_PORT_NAME, AGENT_VSOCK_PORT, MAX_FRAME_LEN,
 };
 
+use crate::container::{checkpoint, restore};
 use crate::serial::{self, SerialPort};
 use crate::shutdown::{self, ShutdownMode};
 use crate::vsock::{self, VsockListener};
@@ -89,7 +90,16 @@ pub fn serve<S: Read + Write>(mut stream: S, transport: &str, shutdown: &Shutdow
         let (id, response, is_shutdown) = match decode(&frame.body) {
             Ok(envelope) => {
                 let is_shutdown = envelope.request == Request::Shutdown;
-                let response = handlers::handle(envelope.request, transport);
+                // Checkpoint and restore move their image over this stream.
+                let response = match envelope.request {
+                    Request::ContainerCheckpoint(request) => {
+                        checkpoint::serve(request, &mut stream, transport)
+                    }
+                    Request::ContainerRestore(request) => {
+                        restore::serve(request, &mut stream, transport)
+                    }
+                    request => handlers::handle(request, transport),
+                };
                 (envelope.id, response, is_shutdown)
             }
             Err((id, response)) => (id, response, false),

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::container::{ContainerCreate, ContainerExec, ContainerInfo, ContainerKill};
 use crate::frame::{self, FrameError};
 use crate::message::*;
 
@@ -31,6 +32,12 @@ pub enum ClientError {
         /// A short description of what came back.
         got: String,
     },
+    /// Writing a streamed image to its destination failed.
+    #[error("failed to write the image")]
+    Sink(#[source] std::io::Error),
+    /// Reading an image to send failed.
+    #[error("failed to read the image")]
+    Source(#[source] std::io::Error),
     /// The agent speaks a protocol revision this client does not.
     #[error("the agent speaks protocol {agent}, this client speaks {client}")]
     Version {
@@ -71,6 +78,13 @@ impl<S: Read + Write> AgentClient<S> {
             stream,
             next_id: first_id.max(1),
         }
+    }
+
+    /// Takes the next request id (for calls that frame their own traffic).
+    pub(crate) fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// The underlying stream, for example to change its timeouts.
@@ -162,6 +176,117 @@ impl<S: Read + Write> AgentClient<S> {
             other => Err(unexpected("shutdown", other)),
         }
     }
+
+    /// Creates a container from an OCI `config.json`; with `start`, its
+    /// program runs before this returns.
+    pub fn container_create(
+        &mut self,
+        container: &str,
+        spec: serde_json::Value,
+        start: bool,
+    ) -> Result<ContainerInfo, ClientError> {
+        let request = Request::ContainerCreate(ContainerCreate {
+            container: container.to_owned(),
+            spec,
+            start,
+        });
+        self.call_container(request, "container_create")
+    }
+
+    /// Lets a created container run its program.
+    pub fn container_start(&mut self, container: &str) -> Result<ContainerInfo, ClientError> {
+        let container = container.to_owned();
+        self.call_container(Request::ContainerStart { container }, "container_start")
+    }
+
+    /// Every container of the guest, sorted by identifier.
+    pub fn container_list(&mut self) -> Result<Vec<ContainerInfo>, ClientError> {
+        match self.call(Request::ContainerList)? {
+            Response::Containers { containers } => Ok(containers),
+            other => Err(unexpected("container_list", other)),
+        }
+    }
+
+    /// One container's state.
+    pub fn container_state(&mut self, container: &str) -> Result<ContainerInfo, ClientError> {
+        let container = container.to_owned();
+        self.call_container(Request::ContainerState { container }, "container_state")
+    }
+
+    /// Runs a program to completion inside a running container.
+    pub fn container_exec(
+        &mut self,
+        container: &str,
+        exec: ExecRequest,
+    ) -> Result<ExecOutput, ClientError> {
+        let request = Request::ContainerExec(ContainerExec {
+            container: container.to_owned(),
+            exec,
+        });
+        match self.call(request)? {
+            Response::Exec(out) => Ok(out),
+            other => Err(unexpected("container_exec", other)),
+        }
+    }
+
+    /// Freezes a container; fails (and leaves it thawed) when it is not
+    /// frozen within `timeout_ms` (the agent's default when `None`).
+    pub fn container_freeze(
+        &mut self,
+        container: &str,
+        timeout_ms: Option<u64>,
+    ) -> Result<ContainerInfo, ClientError> {
+        let request = Request::ContainerFreeze {
+            container: container.to_owned(),
+            timeout_ms,
+        };
+        self.call_container(request, "container_freeze")
+    }
+
+    /// Thaws a frozen container.
+    pub fn container_thaw(&mut self, container: &str) -> Result<ContainerInfo, ClientError> {
+        let container = container.to_owned();
+        self.call_container(Request::ContainerThaw { container }, "container_thaw")
+    }
+
+    /// Sends `signal` (default SIGKILL) to the container's init, or with
+    /// `all` to every process in its cgroup.
+    pub fn container_kill(
+        &mut self,
+        container: &str,
+        signal: Option<i32>,
+        all: bool,
+    ) -> Result<ContainerInfo, ClientError> {
+        let request = Request::ContainerKill(ContainerKill {
+            container: container.to_owned(),
+            signal,
+            all,
+        });
+        self.call_container(request, "container_kill")
+    }
+
+    /// Removes a container (with `force`, even a running one).
+    pub fn container_delete(&mut self, container: &str, force: bool) -> Result<(), ClientError> {
+        let request = Request::ContainerDelete {
+            container: container.to_owned(),
+            force,
+        };
+        match self.call(request)? {
+            Response::Done => Ok(()),
+            other => Err(unexpected("container_delete", other)),
+        }
+    }
+
+    fn call_container(
+        &mut self,
+        request: Request,
+        op: &'static str,
+    ) -> Result<ContainerInfo, ClientError> {
+        match self.call(request)? {
+            Response::Container { container } => Ok(*container),
+            other => Err(unexpected(op, other)),
+        }
+    }
 }
 
 fn unique_first_id() -> u64 {
@@ -175,7 +300,7 @@ fn unique_first_id() -> u64 {
     ((nanos & ((1 << 36) - 1)) << 28 | counter << 20).max(1)
 }
 
-fn unexpected(expected: &'static str, got: Response) -> ClientError {
+pub(crate) fn unexpected(expected: &'static str, got: Response) -> ClientError {
     match got {
         Response::Error(e) => ClientError::Agent(e),
         other => ClientError::UnexpectedResponse {

@@ -8,8 +8,10 @@
 
 mod b64;
 pub mod client;
+pub mod container;
 pub mod frame;
 pub mod message;
+pub mod transfer;
 
 /// Protocol revision. Bumped only for changes an old peer would misread;
 /// new optional fields do not bump it.
@@ -23,5 +25,7 @@ pub const AGENT_VSOCK_PORT: u32 = 1024;
 pub const AGENT_SERIAL_PORT_NAME: &str = "org.crvmm.agent";
 
 pub use client::{AgentClient, ClientError};
+pub use container::*;
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use message::*;
+pub use transfer::{CheckpointReport, ContainerCheckpoint, ContainerRestore};

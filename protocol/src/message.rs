@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::container::{ContainerCreate, ContainerExec, ContainerInfo, ContainerKill};
+use crate::transfer::{CheckpointReport, ContainerCheckpoint, ContainerRestore};
+
 /// A request with the identifier its response will carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestEnvelope {
@@ -52,6 +55,50 @@ pub enum Request {
     /// machine. Both engines run the guest with "exit on reset", so this ends
     /// the VM (a tiny guest kernel has no ACPI power-off to use instead).
     Shutdown,
+    /// Create a container from an OCI `config.json` (and maybe start it).
+    ContainerCreate(ContainerCreate),
+    /// Let a created container's process run its program.
+    ContainerStart {
+        /// The container.
+        container: String,
+    },
+    /// Every container the agent knows, sorted by identifier.
+    ContainerList,
+    /// One container's state.
+    ContainerState {
+        /// The container.
+        container: String,
+    },
+    /// Run a program inside a running container.
+    ContainerExec(ContainerExec),
+    /// Freeze a container's cgroup and wait until every process is frozen.
+    ContainerFreeze {
+        /// The container.
+        container: String,
+        /// Give up (and thaw again) after this many milliseconds (default
+        /// 10 000; 0 checks once).
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Thaw a frozen container.
+    ContainerThaw {
+        /// The container.
+        container: String,
+    },
+    /// Send a signal to a container's init, or to all its processes.
+    ContainerKill(ContainerKill),
+    /// Checkpoint a container (see [`crate::transfer`] for the stream).
+    ContainerCheckpoint(ContainerCheckpoint),
+    /// Restore a container from an image (see [`crate::transfer`]).
+    ContainerRestore(ContainerRestore),
+    /// Forget a container and remove its cgroup.
+    ContainerDelete {
+        /// The container.
+        container: String,
+        /// Kill it first if it still runs (default false: refuse).
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// A program to run in the guest.
@@ -100,6 +147,21 @@ pub enum Response {
         /// The file's contents.
         #[serde(with = "crate::b64")]
         data: Vec<u8>,
+    },
+    /// Answer to the container requests that concern one container.
+    Container {
+        /// Its state after the request (boxed: it is the largest answer).
+        container: Box<ContainerInfo>,
+    },
+    /// Answer to [`Request::ContainerList`].
+    Containers {
+        /// Every container, sorted by identifier.
+        containers: Vec<ContainerInfo>,
+    },
+    /// Answer to [`Request::ContainerCheckpoint`].
+    Checkpointed {
+        /// What was done, how long it took, what was written.
+        report: Box<CheckpointReport>,
     },
     /// The request was carried out and has nothing to return.
     Done,

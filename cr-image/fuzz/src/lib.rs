@@ -1,0 +1,85 @@
+//! What the `image` fuzz target checks of each input, and the seeds it
+//! starts from.
+
+use crvmm_cr_image::builder::{layout, reseal, Failure, ImageBuilder};
+use crvmm_cr_image::format::PAGE_SIZE;
+use crvmm_cr_image::{inspect, verify, Limits};
+
+/// Reads `data` as an image with `verify` and with `inspect`, and checks
+/// that neither panics (the harness catches that), that both give the same
+/// verdict, that `inspect` writes well-formed JSON, and that the verdict is
+/// consistent with the input: a good image's summary counts every byte, an
+/// error points no further than the input's end. Then does the same with
+/// the input's trailer checksum made right, so that mutated images get past
+/// the checksum to the end.
+pub fn check(data: &[u8]) {
+    check_once(data);
+    let mut sealed = data.to_vec();
+    if reseal(&mut sealed) {
+        check_once(&sealed);
+    }
+}
+
+fn check_once(data: &[u8]) {
+    let limits = Limits::default();
+    let verdict = verify(data, &limits);
+    let mut out = Vec::new();
+    let inspected = inspect(data, &limits, &mut out).expect("writing to memory cannot fail");
+    if let Err(e) = serde_json::from_slice::<serde_json::Value>(&out) {
+        panic!(
+            "inspect wrote bad JSON ({e}): {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    match (&verdict, &inspected) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            assert_eq!(a.bytes, data.len() as u64);
+            assert!(a.pages <= a.page_records * 256);
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string());
+            assert!(a.at().offset <= data.len() as u64, "{a}");
+        }
+        _ => panic!("verify and inspect disagree: {verdict:?} / {inspected:?}"),
+    }
+}
+
+/// Small images: valid ones of several shapes and failed checkpoints.
+pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let small = || {
+        let mut b = ImageBuilder::minimal();
+        b.xstate.size = 576;
+        b.xstate.xfeatures = 0x3;
+        b.groups = vec![7];
+        b.creds.ngroups = 1;
+        b
+    };
+    let mut one_page = small();
+    let full = ImageBuilder::new();
+    one_page.vmas = full.vmas.clone();
+    one_page.mm.nr_vmas = one_page.vmas.len() as u64;
+    one_page.pages = vec![layout::HEAP];
+    let mut two_records = one_page.clone();
+    two_records.pages = vec![layout::DATA, layout::HEAP + PAGE_SIZE];
+    two_records.pages_per_record = 1;
+    let mut failed = one_page.clone();
+    failed.failure = Some(Failure {
+        after: 12,
+        errno: -16,
+        message: "thawed during checkpoint: image discarded".into(),
+    });
+    let mut refused = small();
+    refused.failure = Some(Failure {
+        after: 0,
+        errno: -1,
+        message: "no permission: ptrace access to the target denied".into(),
+    });
+    vec![
+        ("minimal", small().build().bytes),
+        ("one-page", one_page.build().bytes),
+        ("two-records", two_records.build().bytes),
+        ("failed", failed.build().bytes),
+        ("refused", refused.build().bytes),
+    ]
+}

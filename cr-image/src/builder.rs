@@ -1,0 +1,467 @@
+//! A checkpoint image writer for tests (feature `builder`): this crate's
+//! unit tests, the CLI tests of `crvmm` and the fuzz seeds build images
+//! with it. It writes what it is given, valid or not, with the record
+//! lengths, padding, record count and CRC-32 that the contents imply, and
+//! records where each record landed so that a test can damage a chosen
+//! byte. [`ImageBuilder::new`] describes a small, valid process.
+
+use crc::{Crc, CRC_32_ISO_HDLC};
+
+use crate::format::*;
+use crate::KernelConfig;
+
+const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
+
+/// A VMA and the path of its file (empty for anonymous mappings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmaSpec {
+    /// The record's fixed part (`path_len` is written as it is).
+    pub vma: Vma,
+    /// The path bytes written after it, with the NUL if wanted.
+    pub path: Vec<u8>,
+}
+
+impl VmaSpec {
+    /// A VMA with a consistent `path_len` (`path` gets its NUL here).
+    pub fn new(start: u64, end: u64, prot: u32, flags: u32, pgoff: u64, path: &str) -> Self {
+        let path = if path.is_empty() {
+            Vec::new()
+        } else {
+            let mut p = path.as_bytes().to_vec();
+            p.push(0);
+            p
+        };
+        VmaSpec {
+            vma: Vma {
+                start,
+                end,
+                pgoff,
+                prot,
+                flags,
+                path_len: path.len() as u32,
+                pad: 0,
+            },
+            path,
+        }
+    }
+}
+
+/// A checkpoint that failed: an error record instead of the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Records written before the error record.
+    pub after: usize,
+    /// The negative errno.
+    pub errno: i32,
+    /// The log line (the NUL is added).
+    pub message: String,
+}
+
+/// What to write. Every field is public: change any of them.
+#[derive(Debug, Clone)]
+pub struct ImageBuilder {
+    /// The header record.
+    pub header: ImageHeader,
+    /// The task record.
+    pub task: Task,
+    /// The creds record's fixed part (`ngroups` is written as it is).
+    pub creds: Creds,
+    /// The supplementary groups written after it.
+    pub groups: Vec<u32>,
+    /// The sighand record.
+    pub sighand: Sighand,
+    /// The regs record.
+    pub regs: Regs,
+    /// The xstate record's fixed part; a standard-format XSAVE buffer of
+    /// `size` bytes with these `xfeatures` follows it.
+    pub xstate: XstateHeader,
+    /// The mm record (`nr_vmas` is written as it is).
+    pub mm: Mm,
+    /// The VMA records.
+    pub vmas: Vec<VmaSpec>,
+    /// Addresses of the saved pages, in the order written; each page's
+    /// data is [`page_data`] of its address.
+    pub pages: Vec<u64>,
+    /// Pages a pages record holds at most (the kernel's is 256).
+    pub pages_per_record: usize,
+    /// End with an error record instead.
+    pub failure: Option<Failure>,
+}
+
+/// A built image and where its records are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The image.
+    pub bytes: Vec<u8>,
+    /// Its records, in order.
+    pub records: Vec<Span>,
+}
+
+/// Where a record is in an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Its type.
+    pub kind: RecordType,
+    /// Offset of its record header.
+    pub offset: usize,
+    /// Its payload length.
+    pub len: u32,
+}
+
+impl Span {
+    /// Offset of the payload.
+    pub fn payload(&self) -> usize {
+        self.offset + 8
+    }
+
+    /// Offset just after its padding.
+    pub fn end(&self) -> usize {
+        self.payload() + self.len as usize + padding(self.len) as usize
+    }
+}
+
+impl Image {
+    /// The `nth` record (from 0) of type `kind`.
+    pub fn span(&self, kind: RecordType, nth: usize) -> Span {
+        *self
+            .records
+            .iter()
+            .filter(|s| s.kind == kind)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("the image has no {kind} record {nth}"))
+    }
+
+    /// Recomputes the trailer's checksum after the bytes were changed.
+    pub fn reseal(&mut self) {
+        reseal(&mut self.bytes);
+    }
+}
+
+/// Recomputes the CRC-32 of an image whose last 32 bytes are a trailer
+/// record; returns whether there was one.
+pub fn reseal(bytes: &mut [u8]) -> bool {
+    let trailer_len = 8 + 24;
+    let Some(at) = bytes.len().checked_sub(trailer_len) else {
+        return false;
+    };
+    if bytes[at..at + 4] != (RecordType::Trailer as u32).to_le_bytes() {
+        return false;
+    }
+    let crc = CRC32.checksum(&bytes[..at]);
+    bytes[at + 24..at + 28].copy_from_slice(&crc.to_le_bytes());
+    true
+}
+
+/// The data of the page at `addr` in built images: a pattern of its address.
+pub fn page_data(addr: u64) -> Vec<u8> {
+    let seed = (addr / PAGE_SIZE) as u8;
+    (0..PAGE_SIZE as usize)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
+
+/// The text of a NUL-padded fixed-size field.
+pub fn c_array<const N: usize>(text: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = text.len().min(N);
+    out[..n].copy_from_slice(&text.as_bytes()[..n]);
+    out
+}
+
+/// The layout of the process [`ImageBuilder::new`] describes.
+pub mod layout {
+    /// Text and data of the program's file.
+    pub const TEXT: u64 = 0x40_0000;
+    /// Its data, a private copy-on-write file mapping.
+    pub const DATA: u64 = 0x40_2000;
+    /// The heap.
+    pub const HEAP: u64 = 0x40_3000;
+    /// An anonymous mapping (TLS, rseq area).
+    pub const ANON: u64 = 0x7f00_0000_0000;
+    /// The stack, which ends at the vvar area.
+    pub const STACK: u64 = 0x7ffd_fffd_f000;
+    /// The vvar area, four pages below the vDSO.
+    pub const VVAR: u64 = 0x7ffe_0000_0000;
+    /// The vDSO text.
+    pub const VDSO: u64 = VVAR + 0x4000;
+    /// The program's path.
+    pub const PATH: &str = "/bin/cr_target";
+}
+
+impl Default for ImageBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ImageBuilder {
+    /// A valid image of a small process: five VMAs (text and data of
+    /// `/bin/cr_target`, heap, an anonymous mapping, the stack), seven
+    /// saved pages, made by the crvmm kernel on a 4-level paging CPU.
+    pub fn new() -> Self {
+        use layout::*;
+        let mut rlim = [Rlimit {
+            cur: u64::MAX,
+            max: u64::MAX,
+        }; NLIMITS];
+        rlim[7] = Rlimit {
+            cur: 1024,
+            max: 4096,
+        };
+        let mut action = [SigAction::default(); NSIG];
+        action[9] = SigAction {
+            handler: TEXT + 0x1000,
+            flags: 0x0400_0000,
+            restorer: TEXT + 0x1100,
+            mask: 0,
+        };
+        action[12].handler = 1; // SIGPIPE ignored
+        let mut gregs = [0u64; NR_GREGS];
+        for (name, value) in [
+            ("ip", TEXT + 0x1234),
+            ("cs", 0x33),
+            ("flags", 0x246),
+            ("sp", STACK + 0x1e000),
+            ("ss", 0x2b),
+            ("fs_base", ANON + 0x3000),
+            ("orig_ax", u64::MAX),
+        ] {
+            let i = GREG_NAMES.iter().position(|n| *n == name).unwrap();
+            gregs[i] = value;
+        }
+        let mut auxv = [0u64; AUXV_WORDS];
+        auxv[..6].copy_from_slice(&[3, TEXT + 0x40, 6, PAGE_SIZE, 33, VDSO]);
+        let rw = PROT_READ | PROT_WRITE;
+        let vmas = vec![
+            VmaSpec::new(TEXT, DATA, PROT_READ | PROT_EXEC, VMA_FILE, 0, PATH),
+            VmaSpec::new(DATA, HEAP, rw, VMA_FILE | VMA_PAGES, 2, PATH),
+            VmaSpec::new(HEAP, HEAP + 0x2000, rw, VMA_ANON | VMA_PAGES, 0, ""),
+            VmaSpec::new(ANON, ANON + 0x4000, rw, VMA_ANON | VMA_PAGES, 0, ""),
+            VmaSpec::new(STACK, VVAR, rw, VMA_ANON | VMA_GROWSDOWN | VMA_PAGES, 0, ""),
+        ];
+        ImageBuilder {
+            header: ImageHeader {
+                magic: IMAGE_MAGIC,
+                version: FORMAT_VERSION,
+                arch: ARCH_X86_64,
+                page_size: PAGE_SIZE as u32,
+                flags: 0,
+                config_hash: KernelConfig::CRVMM_4LEVEL.hash(),
+                time_sec: 1_800_000_000,
+                time_nsec: 123_456_789,
+                pad: 0,
+                release: c_array("6.12.117-crvmm"),
+            },
+            task: Task {
+                comm: c_array("cr_target"),
+                pid: 74,
+                tgid: 74,
+                personality: 0,
+                nr_rlimits: NLIMITS as u32,
+                blocked: 1 << 14,
+                sas_ss_sp: 0,
+                sas_ss_size: 0,
+                sas_ss_flags: 0,
+                rseq_len: 32,
+                rseq: ANON + 0x3020,
+                rseq_sig: 0x5305_3053,
+                pad: 0,
+                clear_child_tid: ANON + 0x3010,
+                robust_list: ANON + 0x3040,
+                robust_list_len: 24,
+                rlim,
+            },
+            creds: Creds {
+                ngroups: 2,
+                cap_permitted: (1 << 41) - 1,
+                cap_effective: (1 << 41) - 1,
+                cap_bset: (1 << 41) - 1,
+                ..Creds::default()
+            },
+            groups: vec![0, 10],
+            sighand: Sighand { action },
+            regs: Regs { gregs, pad: 0 },
+            xstate: XstateHeader {
+                xfeatures: 0x7,
+                size: 832,
+                pad: 0,
+            },
+            mm: Mm {
+                start_code: TEXT,
+                end_code: TEXT + 0x1800,
+                start_data: DATA,
+                end_data: DATA + 0x100,
+                start_brk: HEAP,
+                brk: HEAP + 0x2000,
+                start_stack: STACK + 0x1f000,
+                arg_start: STACK + 0x1f100,
+                arg_end: STACK + 0x1f120,
+                env_start: STACK + 0x1f120,
+                env_end: STACK + 0x1f200,
+                vdso: VDSO,
+                vvar: VVAR,
+                nr_vmas: vmas.len() as u64,
+                auxv,
+            },
+            vmas,
+            pages: vec![
+                DATA,
+                HEAP,
+                HEAP + 0x1000,
+                ANON,
+                ANON + 0x3000,
+                STACK + 0x1d000,
+                STACK + 0x1e000,
+            ],
+            pages_per_record: PAGES_PER_CHUNK as usize,
+            failure: None,
+        }
+    }
+
+    /// The same process without saved pages or VMAs: the smallest valid image.
+    pub fn minimal() -> Self {
+        let mut b = Self::new();
+        b.vmas.clear();
+        b.mm.nr_vmas = 0;
+        b.pages.clear();
+        b
+    }
+
+    /// Writes the image.
+    pub fn build(&self) -> Image {
+        let mut w = Writer::default();
+        let mut payload = Vec::new();
+        self.header.encode(&mut payload);
+        w.record(RecordType::Header, &payload);
+        self.body(&mut w);
+        if let Some(f) = &self.failure {
+            w.truncate_records(f.after);
+            let mut payload = Vec::new();
+            let mut msg = f.message.as_bytes().to_vec();
+            msg.push(0);
+            ErrorHeader {
+                error: f.errno,
+                msg_len: msg.len() as u32,
+            }
+            .encode(&mut payload);
+            payload.extend_from_slice(&msg);
+            w.record(RecordType::Error, &payload);
+            return w.finish();
+        }
+        let trailer = Trailer {
+            magic: TRAILER_MAGIC,
+            nr_records: w.records.len() as u64,
+            checksum: CRC32.checksum(&w.bytes),
+            pad: 0,
+        };
+        let mut payload = Vec::new();
+        trailer.encode(&mut payload);
+        w.record(RecordType::Trailer, &payload);
+        w.finish()
+    }
+
+    /// Everything between the header and the trailer.
+    fn body(&self, w: &mut Writer) {
+        let mut payload = Vec::new();
+        self.task.encode(&mut payload);
+        w.record(RecordType::Task, &payload);
+
+        payload.clear();
+        self.creds.encode(&mut payload);
+        for g in &self.groups {
+            payload.extend_from_slice(&g.to_le_bytes());
+        }
+        w.record(RecordType::Creds, &payload);
+
+        payload.clear();
+        self.sighand.encode(&mut payload);
+        w.record(RecordType::Sighand, &payload);
+
+        payload.clear();
+        self.regs.encode(&mut payload);
+        w.record(RecordType::Regs, &payload);
+
+        payload.clear();
+        self.xstate.encode(&mut payload);
+        let mut buf = vec![0u8; self.xstate.size as usize];
+        if let Some(mxcsr) = buf.get_mut(24..28) {
+            mxcsr.copy_from_slice(&0x1f80u32.to_le_bytes());
+        }
+        if let Some(xf) = buf.get_mut(XSAVE_HDR_XFEATURES..XSAVE_HDR_XFEATURES + 8) {
+            xf.copy_from_slice(&self.xstate.xfeatures.to_le_bytes());
+        }
+        payload.extend_from_slice(&buf);
+        w.record(RecordType::Xstate, &payload);
+
+        payload.clear();
+        self.mm.encode(&mut payload);
+        w.record(RecordType::Mm, &payload);
+
+        for v in &self.vmas {
+            payload.clear();
+            v.vma.encode(&mut payload);
+            payload.extend_from_slice(&v.path);
+            w.record(RecordType::Vma, &payload);
+        }
+
+        for chunk in self.pages.chunks(self.pages_per_record.max(1)) {
+            w.record(RecordType::Pages, &pages_payload(chunk));
+        }
+        w.record(RecordType::Pages, &pages_payload(&[]));
+    }
+}
+
+/// The payload of a pages record holding the pages at `addrs`.
+pub fn pages_payload(addrs: &[u64]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    PagesHeader {
+        nr_pages: addrs.len() as u32,
+        pad: 0,
+    }
+    .encode(&mut payload);
+    for a in addrs {
+        payload.extend_from_slice(&a.to_le_bytes());
+    }
+    for &a in addrs {
+        payload.extend_from_slice(&page_data(a));
+    }
+    payload
+}
+
+/// Appends records and remembers where they are.
+#[derive(Default)]
+struct Writer {
+    bytes: Vec<u8>,
+    records: Vec<Span>,
+}
+
+impl Writer {
+    fn record(&mut self, kind: RecordType, payload: &[u8]) {
+        let len = payload.len() as u32;
+        self.records.push(Span {
+            kind,
+            offset: self.bytes.len(),
+            len,
+        });
+        self.bytes.extend_from_slice(&(kind as u32).to_le_bytes());
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(payload);
+        self.bytes
+            .resize(self.bytes.len() + padding(len) as usize, 0);
+    }
+
+    /// Keeps the first `n` records only.
+    fn truncate_records(&mut self, n: usize) {
+        if let Some(s) = self.records.get(n) {
+            self.bytes.truncate(s.offset);
+            self.records.truncate(n);
+        }
+    }
+
+    fn finish(self) -> Image {
+        Image {
+            bytes: self.bytes,
+            records: self.records,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The container image format, version 1: constants, the manifest, and the
+//! record header shared by the writer and the reader.
+//!
+//! A container image is a stream of records laid out like the kernel's
+//! (`u32 type | u32 len | payload | zero padding to 8 bytes`, little
+//! endian), with record types of their own (0x100 and up) so that a reader
+//! tells the two kinds apart from the first record:
+//!
+//! ```text
+//! HEADER            magic, version, manifest (JSON)
+//! ( PROCESS         index, pid in the container
+//!   DATA *          the kernel's image of that process, in chunks
+//!   PROCESS_END ) * bytes and sha256 of that kernel image
+//! TRAILER           magic, records before it, sha256 of every byte before it
+//! ```
+//!
+//! A checkpoint that fails after it started writing ends the stream with an
+//! ERROR record instead of the rest. See `docs/container-image.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// "CRVMMCTR" as a little-endian u64: first field of the header record.
+pub const CT_MAGIC: u64 = u64::from_le_bytes(*b"CRVMMCTR");
+/// "CRVMMEND": first field of the trailer record.
+pub const CT_TRAILER_MAGIC: u64 = u64::from_le_bytes(*b"CRVMMEND");
+/// The format version this crate writes and reads.
+pub const CT_VERSION: u32 = 1;
+
+/// Record types.
+pub const CT_REC_HEADER: u32 = 0x100;
+/// Starts the kernel image of one process.
+pub const CT_REC_PROCESS: u32 = 0x101;
+/// A chunk of the current process's kernel image.
+pub const CT_REC_DATA: u32 = 0x102;
+/// Ends the kernel image of one process.
+pub const CT_REC_PROCESS_END: u32 = 0x103;
+/// The checkpoint failed: errno and message.
+pub const CT_REC_ERROR: u32 = 0x104;
+/// The last record.
+pub const CT_REC_TRAILER: u32 = 0x1ff;
+
+/// The largest DATA payload.
+pub const CT_MAX_CHUNK: usize = 1 << 20;
+/// The largest manifest.
+pub const CT_MAX_MANIFEST: usize = 1 << 20;
+/// The largest error message.
+pub const CT_MAX_MESSAGE: usize = 4096;
+/// The most processes one image holds.
+pub const CT_MAX_PROCESSES: usize = 4096;
+
+/// Bytes of the header payload before the manifest.
+pub const HEADER_FIXED: usize = 24;
+/// Bytes of a PROCESS payload.
+pub const PROCESS_LEN: usize = 8;
+/// Bytes of a PROCESS_END payload.
+pub const PROCESS_END_LEN: usize = 48;
+/// Bytes of an ERROR payload before the message.
+pub const ERROR_FIXED: usize = 8;
+/// Bytes of a TRAILER payload.
+pub const TRAILER_LEN: usize = 48;
+
+/// What the agent knows about a container, stored at the head of its image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The container's id when it was checkpointed.
+    pub id: String,
+    /// Seconds since the epoch at the checkpoint.
+    pub created: u64,
+    /// The guest kernel's release (restart needs the same).
+    pub kernel_release: String,
+    /// The kernel image format version (`/sys/kernel/checkpoint/format_version`).
+    pub kernel_format: u32,
+    /// The container's OCI runtime spec (`config.json`), as given.
+    pub spec: serde_json::Value,
+    /// Namespaces the container has of its own (`pid`, `mount`, ...).
+    pub namespaces: Vec<String>,
+    /// Its hostname (UTS namespace).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The processes, parents before children; `index` orders the images.
+    pub processes: Vec<ProcessEntry>,
+    /// Whether the container was left running after the checkpoint.
+    #[serde(default)]
+    pub leave_running: bool,
+}
+
+/// One process of the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessEntry {
+    /// Position of its image in the stream (0, 1, ...).
+    pub index: u32,
+    /// Its pid in the container's pid namespace.
+    pub pid: i32,
+    /// Its parent's pid there (0 for the container's init).
+    pub ppid: i32,
+    /// Its pid in the guest (informational).
+    #[serde(default)]
+    pub guest_pid: i32,
+    /// Its command name.
+    #[serde(default)]
+    pub comm: String,
+}
+
+/// Bytes of padding after a payload of `len` bytes.
+pub fn padding(len: usize) -> usize {
+    (8 - len % 8) % 8
+}
+
+/// Little-endian field readers over a payload known to be long enough.
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}

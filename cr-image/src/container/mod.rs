@@ -1,0 +1,24 @@
+//! Container images: what the guest agent streams out of a VM when it
+//! checkpoints a container, and reads back to restore it. They bundle the
+//! kernel's per-process images with the agent's manifest (spec, namespaces,
+//! process tree). Format: [`format`] and `docs/container-image.md`.
+
+mod check;
+pub mod format;
+mod reader;
+mod writer;
+
+pub use check::{check_container, ContainerCheck, ProcessCheck};
+pub use format::{Manifest, ProcessEntry};
+pub use reader::{ContainerError, ContainerReader, Event};
+pub use writer::{ContainerWriter, Written};
+
+/// True if `bytes` (the start of a stream) look like a container image.
+pub fn is_container_image(bytes: &[u8]) -> bool {
+    bytes.len() >= 16
+        && format::le_u32(bytes, 0) == format::CT_REC_HEADER
+        && format::le_u64(bytes, 8) == format::CT_MAGIC
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+use super::format::*;
+use super::*;
+
+fn manifest(pids: &[(i32, i32)]) -> Manifest {
+    Manifest {
+        id: "c1".into(),
+        created: 1,
+        kernel_release: "6.12.117-crvmm".into(),
+        kernel_format: 1,
+        spec: serde_json::json!({"ociVersion": "1.0.2"}),
+        namespaces: vec!["pid".into(), "mount".into()],
+        hostname: Some("box".into()),
+        processes: pids
+            .iter()
+            .enumerate()
+            .map(|(i, &(pid, ppid))| ProcessEntry {
+                index: i as u32,
+                pid,
+                ppid,
+                ..Default::default()
+            })
+            .collect(),
+        leave_running: false,
+    }
+}
+
+/// An image of processes `pids` whose kernel images are `sizes` bytes.
+fn image(pids: &[(i32, i32)], sizes: &[usize]) -> (Vec<u8>, Written) {
+    let mut w = ContainerWriter::new(Vec::new(), &manifest(pids)).unwrap();
+    for (&(pid, _), &size) in pids.iter().zip(sizes) {
+        w.begin_process(pid).unwrap();
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        w.data(&data).unwrap();
+        w.end_process().unwrap();
+    }
+    w.finish().unwrap()
+}
+
+fn read_all(bytes: &[u8]) -> Result<(Manifest, Vec<Vec<u8>>), ContainerError> {
+    let mut r = ContainerReader::new(bytes);
+    let mut images = Vec::new();
+    let mut manifest = None;
+    while let Some(ev) = r.next_event()? {
+        match ev {
+            Event::Header(m) => manifest = Some(*m),
+            Event::Process { .. } => images.push(Vec::new()),
+            Event::Data(d) => images.last_mut().unwrap().extend_from_slice(d),
+            Event::ProcessEnd { .. } | Event::End { .. } => {}
+        }
+    }
+    Ok((manifest.unwrap(), images))
+}
+
+fn bad_what(err: ContainerError) -> String {
+    match err {
+        ContainerError::Bad { what, .. } => what,
+        other => panic!("expected a Bad record error, got {other:?}"),
+    }
+}
+
+#[test]
+fn round_trip_with_chunks_and_a_tree() {
+    let pids = [(1, 0), (7, 1), (9, 7)];
+    let sizes = [CT_MAX_CHUNK * 2 + 5, 0, 4096];
+    let (bytes, written) = image(&pids, &sizes);
+    assert_eq!(written.bytes, bytes.len() as u64);
+    assert!(is_container_image(&bytes));
+    let (m, images) = read_all(&bytes).unwrap();
+    assert_eq!(m, manifest(&pids));
+    let lens: Vec<usize> = images.iter().map(Vec::len).collect();
+    assert_eq!(lens, sizes);
+    assert_eq!(images[0][1000], (1000 * 7 % 251) as u8);
+    let (_, n, sha) = ContainerReader::new(&bytes[..]).verify().unwrap();
+    assert_eq!((n, sha), (written.bytes, written.sha256));
+}
+
+#[test]
+fn every_truncation_is_refused() {
+    let (bytes, _) = image(&[(1, 0)], &[3000]);
+    for cut in (0..bytes.len()).step_by(7) {
+        let err = ContainerReader::new(&bytes[..cut]).verify().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ContainerError::Truncated(_) | ContainerError::NotContainer(_)
+            ),
+            "cut at {cut}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_anywhere_is_refused() {
+    let (bytes, _) = image(&[(1, 0)], &[3000]);
+    for at in (0..bytes.len()).step_by(13) {
+        let mut b = bytes.clone();
+        b[at] ^= 0x20;
+        assert!(
+            ContainerReader::new(&b[..]).verify().is_err(),
+            "flip at {at}"
+        );
+    }
+}
+
+#[test]
+fn data_damage_is_named_by_process_checksum() {
+    let (mut bytes, _) = image(&[(1, 0)], &[3000]);
+    // Header record, then PROCESS (8 + 8), then DATA: its payload.
+    let header_len = 8 + le_u32(&bytes, 4) as usize;
+    let header_len = header_len + padding(header_len);
+    bytes[header_len + 16 + 8 + 100] ^= 1;
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(what.contains("process 0: sha256 mismatch"), "{what}");
+}
+
+#[test]
+fn structure_errors() {
+    // Not a container image at all.
+    let err = ContainerReader::new(&[1u8, 0, 0, 0, 8, 0, 0, 0][..])
+        .verify()
+        .unwrap_err();
+    assert!(matches!(err, ContainerError::NotContainer(_)), "{err:?}");
+
+    // Absurd length: refused before allocating.
+    let (mut bytes, _) = image(&[(1, 0)], &[10]);
+    bytes[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(what.contains("over the limit"), "{what}");
+
+    // Bytes after the trailer.
+    let (mut bytes, _) = image(&[(1, 0)], &[10]);
+    bytes.push(0);
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(what.contains("after the trailer"), "{what}");
+
+    // A process missing: the manifest names two, the stream has one.
+    let mut w = ContainerWriter::new(Vec::new(), &manifest(&[(1, 0), (2, 1)])).unwrap();
+    w.begin_process(1).unwrap();
+    w.end_process().unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(what.contains("1 of 2 processes"), "{what}");
+
+    // A process that is not the manifest's next one.
+    let mut w = ContainerWriter::new(Vec::new(), &manifest(&[(1, 0)])).unwrap();
+    w.begin_process(5).unwrap();
+    w.end_process().unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(what.contains("out of order"), "{what}");
+}
+
+#[test]
+fn manifest_trees_are_checked() {
+    for (pids, why) in [
+        (&[][..], "0 processes"),
+        (&[(1, 0), (3, 2)][..], "parent 2 not before it"),
+        (&[(1, 0), (1, 1)][..], "pid 1 twice"),
+        (&[(2, 1)][..], "parent 1 not before it"),
+        (&[(0, 0)][..], "pid 0"),
+    ] {
+        let w = ContainerWriter::new(Vec::new(), &manifest(pids)).unwrap();
+        let (bytes, _) = w.finish().unwrap();
+        let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+        assert!(what.contains(why), "{pids:?}: {what}");
+    }
+}
+
+#[test]
+fn a_failed_checkpoint_reads_as_its_error() {
+    let mut w = ContainerWriter::new(Vec::new(), &manifest(&[(1, 0)])).unwrap();
+    w.begin_process(1).unwrap();
+    w.data(b"partial").unwrap();
+    let bytes = w.error(95, "resource threads: 2 threads").unwrap();
+    match ContainerReader::new(&bytes[..]).verify().unwrap_err() {
+        ContainerError::Failed { errno, message } => {
+            assert_eq!(errno, 95);
+            assert_eq!(message, "resource threads: 2 threads");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn check_verifies_every_kernel_image() {
+    use crate::builder::ImageBuilder;
+    let good = ImageBuilder::new().build().bytes;
+    let mut bad = good.clone();
+    let last = bad.len() - 20;
+    bad[last] ^= 1; // the trailer's CRC
+    let pids = [(1, 0), (2, 1)];
+    let mut w = ContainerWriter::new(Vec::new(), &manifest(&pids)).unwrap();
+    for (pid, image) in [(1, &good), (2, &bad)] {
+        w.begin_process(pid).unwrap();
+        w.data(image).unwrap();
+        w.end_process().unwrap();
+    }
+    let (bytes, written) = w.finish().unwrap();
+    let limits = crate::Limits::default();
+    let check = check_container(&bytes[..], &limits, false).unwrap();
+    assert_eq!(check.bytes, written.bytes);
+    assert_eq!(check.processes.len(), 2);
+    assert!(check.processes[0].verdict.is_ok());
+    let (p, e) = check.first_bad().expect("the second image is bad");
+    assert_eq!(p.pid, 2);
+    assert!(
+        e.to_string().contains("checksum") || e.to_string().contains("trailer"),
+        "{e}"
+    );
+
+    let json = check_container(&bytes[..], &limits, true).unwrap();
+    assert!(json.processes[0].kernel.as_ref().unwrap()["records"].is_array());
+}

@@ -1,0 +1,157 @@
+//! Writes a container image front to back (no seek), hashing as it goes.
+
+use std::io::{self, Write};
+
+use sha2::{Digest, Sha256};
+
+use super::format::*;
+
+/// What a finished image amounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written, trailer included.
+    pub bytes: u64,
+    /// Records written, trailer included.
+    pub records: u64,
+    /// sha256 of every byte before the trailer (as in the trailer).
+    pub sha256: [u8; 32],
+}
+
+/// A container image being written to `W`.
+pub struct ContainerWriter<W: Write> {
+    out: W,
+    hash: Sha256,
+    bytes: u64,
+    records: u64,
+    process: Option<(u32, u64, Sha256)>,
+    next_index: u32,
+}
+
+impl<W: Write> ContainerWriter<W> {
+    /// Starts an image: writes its header with `manifest`.
+    pub fn new(out: W, manifest: &Manifest) -> io::Result<Self> {
+        let json = serde_json::to_vec(manifest).map_err(io::Error::other)?;
+        if json.len() > CT_MAX_MANIFEST {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("manifest of {} bytes exceeds {CT_MAX_MANIFEST}", json.len()),
+            ));
+        }
+        let mut w = ContainerWriter {
+            out,
+            hash: Sha256::new(),
+            bytes: 0,
+            records: 0,
+            process: None,
+            next_index: 0,
+        };
+        let mut payload = Vec::with_capacity(HEADER_FIXED + json.len());
+        payload.extend(CT_MAGIC.to_le_bytes());
+        payload.extend(CT_VERSION.to_le_bytes());
+        payload.extend(0u32.to_le_bytes()); // flags
+        payload.extend((json.len() as u32).to_le_bytes());
+        payload.extend(0u32.to_le_bytes()); // pad
+        payload.extend(&json);
+        w.record(CT_REC_HEADER, &payload)?;
+        Ok(w)
+    }
+
+    /// Starts the kernel image of the process with container pid `pid`;
+    /// processes are numbered in the order they are begun.
+    pub fn begin_process(&mut self, pid: i32) -> io::Result<u32> {
+        if self.process.is_some() {
+            return Err(io::Error::other("begin_process inside a process"));
+        }
+        let index = self.next_index;
+        let mut payload = [0u8; PROCESS_LEN];
+        payload[..4].copy_from_slice(&index.to_le_bytes());
+        payload[4..].copy_from_slice(&pid.to_le_bytes());
+        self.record(CT_REC_PROCESS, &payload)?;
+        self.process = Some((index, 0, Sha256::new()));
+        self.next_index += 1;
+        Ok(index)
+    }
+
+    /// Appends bytes of the current process's kernel image.
+    pub fn data(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(CT_MAX_CHUNK);
+            let (chunk, rest) = bytes.split_at(n);
+            let Some((_, len, hash)) = self.process.as_mut() else {
+                return Err(io::Error::other("data outside a process"));
+            };
+            *len += n as u64;
+            hash.update(chunk);
+            self.record(CT_REC_DATA, chunk)?;
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// Ends the current process's kernel image.
+    pub fn end_process(&mut self) -> io::Result<()> {
+        let Some((index, len, hash)) = self.process.take() else {
+            return Err(io::Error::other("end_process outside a process"));
+        };
+        let mut payload = [0u8; PROCESS_END_LEN];
+        payload[..4].copy_from_slice(&index.to_le_bytes());
+        payload[8..16].copy_from_slice(&len.to_le_bytes());
+        payload[16..].copy_from_slice(&hash.finalize());
+        self.record(CT_REC_PROCESS_END, &payload)
+    }
+
+    /// Ends a failed image with an ERROR record (no trailer follows).
+    pub fn error(mut self, errno: i32, message: &str) -> io::Result<W> {
+        let mut msg = message.as_bytes();
+        if msg.len() > CT_MAX_MESSAGE {
+            msg = &msg[..CT_MAX_MESSAGE];
+        }
+        let mut payload = Vec::with_capacity(ERROR_FIXED + msg.len());
+        payload.extend(errno.to_le_bytes());
+        payload.extend((msg.len() as u32).to_le_bytes());
+        payload.extend(msg);
+        self.record(CT_REC_ERROR, &payload)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    /// Writes the trailer and returns the sink and the totals.
+    pub fn finish(mut self) -> io::Result<(W, Written)> {
+        if self.process.is_some() {
+            return Err(io::Error::other("finish inside a process"));
+        }
+        let sha256: [u8; 32] = self.hash.clone().finalize().into();
+        let mut payload = [0u8; TRAILER_LEN];
+        payload[..8].copy_from_slice(&CT_TRAILER_MAGIC.to_le_bytes());
+        payload[8..16].copy_from_slice(&self.records.to_le_bytes());
+        payload[16..].copy_from_slice(&sha256);
+        self.record(CT_REC_TRAILER, &payload)?;
+        self.out.flush()?;
+        let written = Written {
+            bytes: self.bytes,
+            records: self.records,
+            sha256,
+        };
+        Ok((self.out, written))
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn record(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&kind.to_le_bytes());
+        head[4..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        let pad = [0u8; 8];
+        let pad = &pad[..padding(payload.len())];
+        for part in [&head[..], payload, pad] {
+            self.out.write_all(part)?;
+            self.hash.update(part);
+        }
+        self.bytes += (8 + payload.len() + pad.len()) as u64;
+        self.records += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,529 @@
+//! The semantic state of a checkpoint image as its records go by: the
+//! record order of format version 1, the VMA layout, the page addresses,
+//! the trailer, and the summary with the notes on what only the restarting
+//! kernel can judge. Field checks of single records are in `checks`.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::checks::{self, linux, Ctx, VdsoArea};
+use crate::format::{
+    c_str, ImageHeader, PagesHeader, RecordType, Wire, AUXV_WORDS, PAGES_PER_CHUNK, PAGE_SIZE,
+    VMA_FILE, VMA_PAGES,
+};
+use crate::parser::{PagesSummary, Record};
+use crate::reader::Head;
+use crate::{At, ImageError, KernelConfig, Limits, TASK_SIZE_4LEVEL};
+
+/// What a good image holds, and what the host could not check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Size of the image.
+    pub bytes: u64,
+    /// Records before the trailer.
+    pub records: u64,
+    /// The process's command name.
+    pub comm: String,
+    /// Its pid at checkpoint.
+    pub pid: i32,
+    /// Release of the kernel that wrote it.
+    pub release: String,
+    /// Its config hash.
+    #[serde(serialize_with = "crate::format::hex")]
+    pub config_hash: u64,
+    /// The configuration the hash names, if recognised.
+    pub kernel_config: Option<KernelConfig>,
+    /// The end of user space addresses were checked against.
+    pub task_size: u64,
+    /// VMA records.
+    pub vmas: u64,
+    /// Of which file mappings.
+    pub file_vmas: u64,
+    /// Pages records with pages in them.
+    pub page_records: u64,
+    /// Pages in all.
+    pub pages: u64,
+    /// The lowest page address.
+    pub first_page: Option<u64>,
+    /// The highest.
+    pub last_page: Option<u64>,
+    /// The trailer's (verified) CRC-32.
+    pub checksum: u32,
+    /// What restart checks that depends on the restarting kernel, CPU,
+    /// files or caller, and so could not be checked here.
+    pub notes: Vec<String>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "good checkpoint image of {} (pid {}) from kernel {}: {} records, {} VMAs, \
+             {} pages in {} page records, {} bytes, CRC-32 {:#010x}",
+            self.comm,
+            self.pid,
+            self.release,
+            self.records,
+            self.vmas,
+            self.pages,
+            self.page_records,
+            self.bytes,
+            self.checksum
+        )
+    }
+}
+
+/// Where the record order of version 1 is:
+/// `HEADER TASK CREDS SIGHAND REGS XSTATE MM VMA* PAGES+ TRAILER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Header,
+    Task,
+    Creds,
+    Sighand,
+    Regs,
+    Xstate,
+    Mm,
+    Vmas,
+    Pages,
+    Trailer,
+    End,
+}
+
+impl Stage {
+    /// The record type expected here.
+    fn kind(self) -> Option<RecordType> {
+        use RecordType as T;
+        Some(match self {
+            Stage::Header => T::Header,
+            Stage::Task => T::Task,
+            Stage::Creds => T::Creds,
+            Stage::Sighand => T::Sighand,
+            Stage::Regs => T::Regs,
+            Stage::Xstate => T::Xstate,
+            Stage::Mm => T::Mm,
+            Stage::Vmas => T::Vma,
+            Stage::Pages => T::Pages,
+            Stage::Trailer => T::Trailer,
+            Stage::End => return None,
+        })
+    }
+
+    /// What is expected, in words.
+    fn expected(self) -> &'static str {
+        match self {
+            Stage::Header => "a header record (or this is no checkpoint image)",
+            Stage::Task => "the task record",
+            Stage::Creds => "the creds record",
+            Stage::Sighand => "the sighand record",
+            Stage::Regs => "the regs record",
+            Stage::Xstate => "the xstate record",
+            Stage::Mm => "the mm record",
+            Stage::Vmas => "a vma record",
+            Stage::Pages => "a pages record",
+            Stage::Trailer => "the trailer (after the empty pages record)",
+            Stage::End => "the end of the image",
+        }
+    }
+
+    /// Where a stream that ends here ends.
+    fn missing(self) -> &'static str {
+        match self {
+            Stage::Header => "before its header record",
+            Stage::Task => "before the task record",
+            Stage::Creds => "before the creds record",
+            Stage::Sighand => "before the sighand record",
+            Stage::Regs => "before the regs record",
+            Stage::Xstate => "before the xstate record",
+            Stage::Mm => "before the mm record",
+            Stage::Vmas => "before all the VMA records the mm record announces",
+            Stage::Pages => "before the empty pages record that ends the page data",
+            Stage::Trailer | Stage::End => "before its trailer",
+        }
+    }
+
+    fn next(self) -> Stage {
+        match self {
+            Stage::Header => Stage::Task,
+            Stage::Task => Stage::Creds,
+            Stage::Creds => Stage::Sighand,
+            Stage::Sighand => Stage::Regs,
+            Stage::Regs => Stage::Xstate,
+            Stage::Xstate => Stage::Mm,
+            Stage::Mm => Stage::Vmas,
+            Stage::Vmas => Stage::Pages,
+            Stage::Pages => Stage::Trailer,
+            Stage::Trailer | Stage::End => Stage::End,
+        }
+    }
+}
+
+/// A VMA as the page checks need it.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
+    pages: bool,
+}
+
+/// Distinct file paths named in the notes; more are only mentioned.
+const NOTED_PATHS: usize = 4;
+
+/// The checks that span records. At most `CR_MAX_VMAS` spans are kept.
+pub(crate) struct Verifier {
+    limits: Limits,
+    stage: Stage,
+    task_size: u64,
+    auxv_words: usize,
+    header: Option<ImageHeader>,
+    config: Option<KernelConfig>,
+    comm: String,
+    pid: i32,
+    notes: Vec<String>,
+    vdso: Option<VdsoArea>,
+    nr_vmas: u64,
+    vmas: Vec<Span>,
+    file_vmas: u64,
+    paths: Vec<String>,
+    /// More distinct paths than `NOTED_PATHS`.
+    more_paths: bool,
+    /// The VMA the last page was in.
+    page_vma: usize,
+    /// The lowest address the next page may have.
+    next_page: u64,
+    pages: u64,
+    page_records: u64,
+    first_page: Option<u64>,
+    last_page: Option<u64>,
+    checksum: u32,
+}
+
+impl Verifier {
+    pub fn new(limits: Limits) -> Self {
+        Verifier {
+            limits,
+            stage: Stage::Header,
+            task_size: limits.task_size.unwrap_or(TASK_SIZE_4LEVEL),
+            auxv_words: AUXV_WORDS,
+            header: None,
+            config: None,
+            comm: String::new(),
+            pid: 0,
+            notes: Vec::new(),
+            vdso: None,
+            nr_vmas: 0,
+            vmas: Vec::new(),
+            file_vmas: 0,
+            paths: Vec::new(),
+            more_paths: false,
+            page_vma: 0,
+            next_page: 0,
+            pages: 0,
+            page_records: 0,
+            first_page: None,
+            last_page: None,
+            checksum: 0,
+        }
+    }
+
+    /// Where a stream that ends before the next record ends.
+    pub fn missing(&self) -> &'static str {
+        self.stage.missing()
+    }
+
+    fn ctx(&self, head: &Head, kind: RecordType) -> Ctx {
+        Ctx {
+            record: head.index,
+            kind,
+            payload: head.payload(),
+            task_size: self.task_size,
+        }
+    }
+
+    /// Whether a record of `kind` may come next (an error record always
+    /// may: a checkpoint can fail anywhere, even before its header).
+    pub fn check_order(&self, kind: RecordType, at: At) -> Result<(), ImageError> {
+        if kind == RecordType::Error && self.stage != Stage::End {
+            return Ok(());
+        }
+        let found = self.vmas.len() as u64;
+        match (self.stage, kind) {
+            (Stage::Vmas, RecordType::Pages) => Err(ImageError::VmaCount {
+                at,
+                declared: self.nr_vmas,
+                found,
+            }),
+            (Stage::Pages, RecordType::Vma) if self.page_records == 0 => {
+                Err(ImageError::VmaCount {
+                    at,
+                    declared: self.nr_vmas,
+                    found: found + 1,
+                })
+            }
+            (stage, kind) if stage.kind() == Some(kind) => Ok(()),
+            (stage, found) => Err(ImageError::UnexpectedRecord {
+                at,
+                expected: stage.expected(),
+                found,
+            }),
+        }
+    }
+
+    /// Checks a record other than pages, whose payload is `payload`.
+    pub fn record(
+        &mut self,
+        kind: RecordType,
+        head: &Head,
+        payload: &[u8],
+    ) -> Result<Record, ImageError> {
+        let ctx = self.ctx(head, kind);
+        let record = match kind {
+            RecordType::Header => {
+                let h = checks::header(&ctx, payload)?;
+                self.take_header(&h);
+                Record::Header(h)
+            }
+            RecordType::Task => {
+                let t = checks::task(&ctx, payload)?;
+                self.comm = c_str(&t.comm);
+                self.pid = t.pid;
+                let nofile = t.rlim[linux::RLIMIT_NOFILE].max;
+                if nofile > linux::NR_OPEN_DEFAULT {
+                    self.notes.push(format!(
+                        "RLIMIT_NOFILE hard limit {nofile}: restart needs fs.nr_open at least that"
+                    ));
+                }
+                Record::Task(Box::new(t))
+            }
+            RecordType::Creds => {
+                let (creds, groups) = checks::creds(&ctx, payload, head.len)?;
+                self.notes.push(format!(
+                    "ids {}/{}/{}/{} {}/{}/{}/{}, {} groups, capabilities {:#x} (bounding {:#x}): \
+                     restart needs the caller to be allowed to take them",
+                    creds.uid,
+                    creds.euid,
+                    creds.suid,
+                    creds.fsuid,
+                    creds.gid,
+                    creds.egid,
+                    creds.sgid,
+                    creds.fsgid,
+                    groups.len(),
+                    creds.cap_permitted,
+                    creds.cap_bset
+                ));
+                Record::Creds { creds, groups }
+            }
+            RecordType::Sighand => Record::Sighand(Box::new(checks::sighand(&ctx, payload)?)),
+            RecordType::Regs => Record::Regs(Box::new(checks::regs(&ctx, payload)?)),
+            RecordType::Xstate => {
+                let x = checks::xstate(&ctx, payload, head.len)?;
+                self.notes.push(format!(
+                    "XSAVE state of {} bytes with features {:#x}: restart needs a CPU with \
+                     that XSAVE size and these features",
+                    x.size, x.xfeatures
+                ));
+                Record::Xstate(x)
+            }
+            RecordType::Mm => {
+                let m = checks::mm(&ctx, payload, self.auxv_words)?;
+                self.nr_vmas = m.nr_vmas;
+                self.vmas.reserve(m.nr_vmas.min(1024) as usize);
+                self.vdso = (m.vdso != 0).then_some(VdsoArea {
+                    vvar: m.vvar,
+                    vdso: m.vdso,
+                });
+                Record::Mm(Box::new(m))
+            }
+            RecordType::Vma => {
+                let prev_end = self.vmas.last().map_or(0, |s| s.end);
+                let (vma, path) = checks::vma(&ctx, payload, head.len, prev_end, self.vdso)?;
+                self.vmas.push(Span {
+                    start: vma.start,
+                    end: vma.end,
+                    pages: vma.flags & VMA_PAGES != 0,
+                });
+                if vma.flags & VMA_FILE != 0 {
+                    self.file_vmas += 1;
+                }
+                if let Some(p) = path.as_ref().filter(|p| !self.paths.contains(p)) {
+                    if self.paths.len() < NOTED_PATHS {
+                        self.paths.push(p.clone());
+                    } else {
+                        self.more_paths = true;
+                    }
+                }
+                Record::Vma { vma, path }
+            }
+            RecordType::Error => {
+                let (errno, message) = checks::error(&ctx, payload, head.len)?;
+                Record::Error {
+                    errno,
+                    name: crate::format::errno_name(errno),
+                    message,
+                }
+            }
+            RecordType::Trailer => {
+                let t = checks::trailer(&ctx, payload, head.index, head.crc_before)?;
+                self.checksum = t.checksum;
+                Record::Trailer(t)
+            }
+            RecordType::Pages => {
+                // Pages records stream through `pages_header`/`page_addresses`.
+                return Err(ImageError::UnexpectedRecord {
+                    at: ctx.at(0),
+                    expected: self.stage.expected(),
+                    found: kind,
+                });
+            }
+        };
+        if kind != RecordType::Error {
+            self.advance();
+        }
+        Ok(record)
+    }
+
+    /// Moves past the record just checked.
+    fn advance(&mut self) {
+        self.stage = match self.stage {
+            Stage::Mm | Stage::Vmas if (self.vmas.len() as u64) < self.nr_vmas => Stage::Vmas,
+            Stage::Mm => Stage::Pages,
+            stage => stage.next(),
+        };
+    }
+
+    fn take_header(&mut self, h: &ImageHeader) {
+        self.config = KernelConfig::recognise(h.config_hash);
+        let release = c_str(&h.release);
+        self.task_size = self
+            .limits
+            .task_size
+            .or(self.config.map(|c| c.task_size))
+            .unwrap_or(TASK_SIZE_4LEVEL);
+        if let Some(c) = self.config {
+            self.auxv_words = (c.at_vector_size as usize).min(AUXV_WORDS);
+        }
+        self.notes.push(format!(
+            "written by kernel {release}: restart refuses it on any other release"
+        ));
+        self.notes.push(match self.config {
+            Some(c) => format!(
+                "config hash {:#x} is {c}: restart needs a kernel with that configuration",
+                h.config_hash
+            ),
+            None => format!(
+                "config hash {:#x} is not a configuration this build knows: restart needs the \
+                 kernel's; addresses were checked against user space ending at {:#x}",
+                h.config_hash, self.task_size
+            ),
+        });
+        self.header = Some(*h);
+    }
+
+    /// Checks the fixed part of a pages record; returns its page count.
+    pub fn pages_header(&mut self, head: &Head, payload: &[u8]) -> Result<u32, ImageError> {
+        let ctx = self.ctx(head, RecordType::Pages);
+        let hdr = PagesHeader::from_bytes(payload);
+        checks::pages_header(&ctx, &hdr, head.len)
+    }
+
+    /// Checks the addresses of a pages record: page aligned, increasing
+    /// over the whole image, each in a VMA flagged `CR_VMA_PAGES`.
+    pub fn page_addresses(&mut self, head: &Head, addrs: &[u64]) -> Result<Record, ImageError> {
+        let ctx = self.ctx(head, RecordType::Pages);
+        for (i, &addr) in addrs.iter().enumerate() {
+            let off = 8 + i * 8;
+            if !addr.is_multiple_of(PAGE_SIZE) {
+                let field = format!("addrs[{i}]");
+                return Err(ctx.field(off, field, addr, "not page aligned"));
+            }
+            if addr < self.next_page {
+                return Err(ImageError::PageOrder {
+                    at: ctx.at(off),
+                    addr,
+                    min: self.next_page,
+                });
+            }
+            while self.vmas.get(self.page_vma).is_some_and(|v| addr >= v.end) {
+                self.page_vma += 1;
+            }
+            match self.vmas.get(self.page_vma) {
+                Some(v) if addr >= v.start && v.pages => {}
+                Some(v) if addr >= v.start => {
+                    return Err(ImageError::PageNotAllowed {
+                        at: ctx.at(off),
+                        addr,
+                        start: v.start,
+                        end: v.end,
+                    })
+                }
+                _ => {
+                    return Err(ImageError::PageOutsideVma {
+                        at: ctx.at(off),
+                        addr,
+                    })
+                }
+            }
+            self.next_page = addr.saturating_add(PAGE_SIZE);
+        }
+        debug_assert!(addrs.len() <= PAGES_PER_CHUNK as usize);
+        let summary = PagesSummary {
+            nr_pages: addrs.len() as u32,
+            first: addrs.first().copied(),
+            last: addrs.last().copied(),
+        };
+        if addrs.is_empty() {
+            self.advance();
+        } else {
+            self.pages += addrs.len() as u64;
+            self.page_records += 1;
+            self.first_page = self.first_page.or(summary.first);
+            self.last_page = summary.last;
+        }
+        Ok(Record::Pages(summary))
+    }
+
+    /// The summary of an image whose trailer has been checked.
+    pub fn summary(&self, bytes: u64, records: u64) -> Option<Summary> {
+        let header = self.header.as_ref()?;
+        if self.stage != Stage::End {
+            return None;
+        }
+        let mut notes = self.notes.clone();
+        if self.file_vmas > 0 {
+            let mut files = self.paths.join(", ");
+            if self.more_paths {
+                files.push_str(", ...");
+            }
+            notes.push(format!(
+                "{} file mappings: restart opens their files and assumes them unchanged: {files}",
+                self.file_vmas
+            ));
+        }
+        if self.vdso.is_some() {
+            notes.push(
+                "vDSO: restart maps it again where it was, which needs the same vDSO layout"
+                    .to_string(),
+            );
+        }
+        Some(Summary {
+            bytes,
+            records,
+            comm: self.comm.clone(),
+            pid: self.pid,
+            release: c_str(&header.release),
+            config_hash: header.config_hash,
+            kernel_config: self.config,
+            task_size: self.task_size,
+            vmas: self.vmas.len() as u64,
+            file_vmas: self.file_vmas,
+            page_records: self.page_records,
+            pages: self.pages,
+            first_page: self.first_page,
+            last_page: self.last_page,
+            checksum: self.checksum,
+            notes,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! The child side of a container restore: after the container's setup (see
+//! `child.rs`), the init builds the process tree of the image with
+//! `clone3` and `set_tid`, so every process gets its old pid in the new pid
+//! namespace, and each process then becomes its image with `restart(2)`.
+//!
+//! Like the rest of the child, this runs between `clone3` and the end of
+//! the process with system calls only, on data prepared by the agent.
+//!
+//! Each process reads its image from its own socket (a socketpair whose
+//! other end the agent feeds); the kernel's log lines go to standard error,
+//! the container's `init.log`. A process whose restart fails reports
+//! [`Step::Restart`] with its index and errno on the report pipe and exits;
+//! the kernel kills one that fails after the point of no return. Stage 1
+//! kernels keep the caller's open files across restart, so a restored
+//! process holds standard input (`/dev/null`), output and error (the log),
+//! its image socket and the report pipe.
+
+use std::os::fd::RawFd;
+
+use super::child::{report, Prepared, Step};
+use super::create::CloneArgs;
+
+/// x86-64 system call number of restart(2) (`CR_NR_RESTART`).
+const NR_RESTART: libc::c_long = 464;
+
+/// One process to restore.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RestoreProc {
+    /// Its pid in the container's pid namespace.
+    pub(super) pid: i32,
+    /// Its parent's there (0 for the init).
+    pub(super) ppid: i32,
+    /// The child's end of its image socket.
+    pub(super) fd: RawFd,
+}
+
+/// The tree to build: the init first, parents before children.
+#[derive(Debug, Clone)]
+pub(super) struct RestorePlan {
+    /// The processes.
+    pub(super) procs: Vec<RestoreProc>,
+    /// Give each process its old pid (the container has a pid namespace).
+    pub(super) set_tid: bool,
+}
+
+impl RestorePlan {
+    /// Descriptors the child must keep.
+    pub(super) fn fds(&self) -> impl Iterator<Item = u32> + '_ {
+        self.procs.iter().map(|p| p.fd as u32)
+    }
+}
+
+/// Builds the tree below the init and restarts every process; never
+/// returns.
+pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
+    let procs = &plan.procs;
+    let mut me = 0usize;
+    // SAFETY: runs in the single-threaded child; plain system calls on the
+    // plan prepared before the clone, which lives until the process ends.
+    unsafe {
+        'tree: loop {
+            let parent = procs[me].pid;
+            for (i, child) in procs.iter().enumerate() {
+                if i == me || child.ppid != parent {
+                    continue;
+                }
+                let tid: libc::pid_t = child.pid;
+                let args = CloneArgs {
+                    exit_signal: libc::SIGCHLD as u64,
+                    set_tid: if plan.set_tid {
+                        &tid as *const libc::pid_t as u64
+                    } else {
+                        0
+                    },
+                    set_tid_size: u64::from(plan.set_tid),
+                    ..CloneArgs::default()
+                };
+                let ret = libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                );
+                if ret == 0 {
+                    // The new process builds its own children next.
+                    me = i;
+                    continue 'tree;
+                }
+                if ret < 0 {
+                    fail(p, Step::RestoreClone, i);
+                }
+            }
+            break;
+        }
+        for (i, other) in procs.iter().enumerate() {
+            if i != me {
+                libc::close(other.fd);
+            }
+        }
+        libc::close(p.fds.go);
+        libc::prctl(libc::PR_SET_NAME, c"crvmm-restore".as_ptr(), 0, 0, 0);
+        libc::syscall(NR_RESTART, 0, procs[me].fd, 0, 2);
+        fail(p, Step::Restart, me)
+    }
+}
+
+fn fail(p: &Prepared, step: Step, index: usize) -> ! {
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    report(p.fds.report, step, index, errno);
+    // SAFETY: _exit ends the process at once, running nothing of ours.
+    unsafe { libc::_exit(1) }
+}

@@ -1,0 +1,199 @@
+//! Container checkpoint figures, in a QEMU guest: a container running
+//! `counter MiB` (8, 32 and 128 MiB of patterned memory, or the sizes
+//! given) is checkpointed by the agent with `leave_running`, its image
+//! streamed over vsock to the host and counted there. For each size:
+//! freeze time, dump time, downtime (freeze to thaw), the whole request,
+//! the image size and the streaming rate; then the same with zstd in the
+//! guest: its size and its downtime (the container stays frozen while its
+//! image is compressed); and the dump time to a guest file instead of the
+//! stream (the same work without vsock).
+//!
+//! `cargo bench -p crvmm-tests --bench container_checkpoint [-- RUNS [MIB...]]`.
+//!
+//! Prints figures, asserts nothing about speed: these machines are shared
+//! and noisy, and the guest runs under TCG.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use crvmm_engine::agent::AgentConnection;
+use crvmm_engine::{AgentChannel, Vm};
+use crvmm_protocol::{BasicSpec, CheckpointReport, ContainerCheckpoint, ExecRequest};
+use crvmm_tests::{unique_name, GuestImage, Sandbox};
+
+#[derive(Default)]
+struct Figures {
+    freeze: Vec<f64>,
+    dump: Vec<f64>,
+    downtime: Vec<f64>,
+    total: Vec<f64>,
+    image: Vec<u64>,
+    rate: Vec<f64>,
+    zstd: Vec<u64>,
+    zstd_downtime: Vec<f64>,
+    file_dump: Vec<f64>,
+}
+
+/// Counts the bytes of the stream and drops them.
+struct Count(u64);
+
+impl Write for Count {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let sizes: Vec<u32> = args.filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() {
+        vec![8, 32, 128]
+    } else {
+        sizes
+    };
+    let largest = sizes.iter().copied().max().unwrap_or(8);
+    let mem = (largest * 2 + 256).max(384);
+    let sandbox = Sandbox::new();
+    let guest = GuestImage::get();
+    let mut config = guest.config(&unique_name("ct-ckpt-bench"), AgentChannel::Vsock);
+    config.vcpus = 2;
+    config.mem_mib = mem;
+    let vm = sandbox.boot(&config);
+    let mut agent = connect(vm.as_ref());
+    println!(
+        "crvmm container checkpoint benchmark (QEMU TCG guest, 2 vCPUs, {mem} MiB; image \
+         streamed over vsock, leave_running): {runs} runs per size, medians"
+    );
+    println!(
+        "{:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>14} {:>13}",
+        "counter",
+        "freeze",
+        "dump",
+        "downtime",
+        "total",
+        "image",
+        "rate",
+        "zstd",
+        "zstd downtime",
+        "dump to file"
+    );
+    for mib in sizes {
+        let id = format!("bench{mib}");
+        let spec = BasicSpec::new([
+            "/usr/lib/crvmm/programs/counter".to_owned(),
+            mib.to_string(),
+            "/tmp/state".to_owned(),
+        ]);
+        agent.container_create(&id, spec.to_json(), true).unwrap();
+        wait_counting(&mut agent, &id);
+        let mut f = Figures::default();
+        for _ in 0..runs {
+            let (report, secs) = checkpoint(vm.as_ref(), &id, false, None);
+            f.freeze.push(report.freeze_us as f64 / 1e3);
+            f.dump.push(report.dump_us as f64 / 1e3);
+            f.downtime.push(report.downtime_us as f64 / 1e3);
+            f.total.push(report.total_us as f64 / 1e3);
+            f.image.push(report.image_bytes);
+            f.rate.push(report.stored_bytes as f64 / 1e6 / secs);
+            let (report, _) = checkpoint(vm.as_ref(), &id, true, None);
+            f.zstd.push(report.stored_bytes);
+            f.zstd_downtime.push(report.downtime_us as f64 / 1e3);
+            let file = "/tmp/bench.img";
+            let (report, _) = checkpoint(vm.as_ref(), &id, false, Some(file));
+            f.file_dump.push(report.dump_us as f64 / 1e3);
+            agent.exec(ExecRequest::new(["rm", file])).unwrap();
+        }
+        println!(
+            "{:>4} MiB {:>6.1} ms {:>7.0} ms {:>7.0} ms {:>7.0} ms {:>6.1} MiB {:>4.1} MB/s {:>6.1} MiB {:>11.0} ms {:>10.0} ms",
+            mib,
+            median(&f.freeze),
+            median(&f.dump),
+            median(&f.downtime),
+            median(&f.total),
+            mebibytes(median_u64(&f.image)),
+            median(&f.rate),
+            mebibytes(median_u64(&f.zstd)),
+            median(&f.zstd_downtime),
+            median(&f.file_dump),
+        );
+        agent.container_delete(&id, true).unwrap();
+    }
+    drop(agent);
+    drop(vm);
+    sandbox.assert_clean();
+}
+
+fn connect(vm: &dyn Vm) -> AgentConnection {
+    vm.agent_endpoint()
+        .connect(Duration::from_secs(300))
+        .expect("connecting to the agent")
+}
+
+/// One checkpoint on a connection of its own, streamed (or written to
+/// `guest_file` instead); the report and the host-observed seconds.
+fn checkpoint(
+    vm: &dyn Vm,
+    id: &str,
+    zstd: bool,
+    guest_file: Option<&str>,
+) -> (CheckpointReport, f64) {
+    let mut agent = connect(vm);
+    let request = ContainerCheckpoint {
+        container: id.into(),
+        stream: guest_file.is_none(),
+        guest_file: guest_file.map(str::to_owned),
+        leave_running: true,
+        zstd,
+        ..Default::default()
+    };
+    let mut count = Count(0);
+    let started = Instant::now();
+    let report = agent
+        .container_checkpoint(request, &mut count, &mut |_| {})
+        .unwrap_or_else(|e| panic!("checkpoint of {id}: {e}"));
+    let secs = started.elapsed().as_secs_f64();
+    let streamed = if guest_file.is_none() {
+        report.stored_bytes
+    } else {
+        0
+    };
+    assert_eq!(count.0, streamed);
+    (report, secs)
+}
+
+/// Waits until the container's counter has written its state file twice.
+fn wait_counting(agent: &mut AgentConnection, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let read = |agent: &mut AgentConnection| {
+        let out = agent
+            .container_exec(id, ExecRequest::new(["cat", "/tmp/state"]))
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    while read(agent).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "{id} never counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mebibytes(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_u64(v: &[u64]) -> u64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
