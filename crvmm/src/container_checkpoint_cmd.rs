@@ -3,7 +3,7 @@
 //! it to a file atomically (`FILE.part`, renamed once complete and
 //! verified) or to standard output, and checking it as it arrives: the
 //! container image's records and trailer (after zstd, if compressed), and
-//! its sha256 against the agent's report.
+//! its digest against the agent's report.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use crvmm_cr_image::container::{ContainerError, ContainerReader, Manifest};
+use crvmm_cr_image::container::{hex, ContainerError, ContainerReader, Digest, Manifest};
 use crvmm_protocol::{CheckpointReport, ContainerCheckpoint};
 
 use crate::agent_cmd;
@@ -125,10 +125,10 @@ pub fn checkpoint(
 
     let mut verified = None;
     if let Some(verifier) = verifier {
-        let (manifest, bytes, sha256) = verifier
+        let (manifest, bytes, digest) = verifier
             .finish()
             .context("the image received does not verify")?;
-        check_report(&report, received, bytes, &sha256)?;
+        check_report(&report, received, bytes, &digest)?;
         verified = Some(manifest);
     }
     if let Some(output) = output {
@@ -155,7 +155,7 @@ fn check_report(
     report: &CheckpointReport,
     received: u64,
     image_bytes: u64,
-    sha256: &[u8; 32],
+    digest: &Digest,
 ) -> anyhow::Result<()> {
     if received != report.stored_bytes {
         bail!(
@@ -169,11 +169,11 @@ fn check_report(
             report.image_bytes
         );
     }
-    let sha = hex(sha256);
-    if sha != report.sha256 {
+    let ours = hex(digest);
+    if ours != report.digest {
         bail!(
-            "the image's sha256 is {sha}, the agent reports {}",
-            report.sha256
+            "the image's digest is {ours}, the agent reports {}",
+            report.digest
         );
     }
     Ok(())
@@ -266,8 +266,8 @@ impl Write for Tee<'_> {
     }
 }
 
-/// What the verifier found: the manifest, the image's length and sha256.
-type Verdict = Result<(Manifest, u64, [u8; 32]), ContainerError>;
+/// What the verifier found: the manifest, the image's length and digest.
+type Verdict = Result<(Manifest, u64, Digest), ContainerError>;
 
 /// Checks the stream on a thread of its own, as it arrives.
 struct Verifier {
@@ -440,7 +440,7 @@ fn print_report(
             .collect();
         writeln!(to, "  processes: {}", tree.join(", "))?;
     }
-    writeln!(to, "  sha256: {}", report.sha256)?;
+    writeln!(to, "  digest: {} (XXH3-128)", report.digest)?;
     writeln!(
         to,
         "  {}",
@@ -467,10 +467,6 @@ fn duration(us: u64) -> String {
         1000..=999_999 => format!("{:.1} ms", us as f64 / 1e3),
         _ => format!("{:.2} s", us as f64 / 1e6),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -557,7 +553,7 @@ mod tests {
             sink.finish().unwrap();
             let (manifest, n, sha) = verifier.finish().unwrap();
             assert_eq!(manifest.processes[0].comm, "init");
-            assert_eq!((n, sha), (written.bytes, written.sha256));
+            assert_eq!((n, sha), (written.bytes, written.digest));
         }
         // Cut short: refused.
         let verifier = Verifier::start(false);
@@ -579,14 +575,14 @@ mod tests {
         let report = CheckpointReport {
             stored_bytes: bytes.len() as u64,
             image_bytes: written.bytes,
-            sha256: hex(&written.sha256),
+            digest: hex(&written.digest),
             ..Default::default()
         };
-        check_report(&report, bytes.len() as u64, written.bytes, &written.sha256).unwrap();
-        let err = check_report(&report, 5, written.bytes, &written.sha256).unwrap_err();
+        check_report(&report, bytes.len() as u64, written.bytes, &written.digest).unwrap();
+        let err = check_report(&report, 5, written.bytes, &written.digest).unwrap_err();
         assert!(err.to_string().contains("received 5 bytes"), "{err}");
-        let err = check_report(&report, bytes.len() as u64, written.bytes, &[0; 32]).unwrap_err();
-        assert!(err.to_string().contains("sha256"), "{err}");
+        let err = check_report(&report, bytes.len() as u64, written.bytes, &[0; 16]).unwrap_err();
+        assert!(err.to_string().contains("digest"), "{err}");
     }
 
     #[test]

@@ -144,11 +144,11 @@ fn verify_container(name: &str, input: Box<dyn Read>, limits: &Limits) -> anyhow
     }
     let m = &check.manifest;
     println!(
-        "{name}: container image of {:?}, {} processes, {} bytes, sha256 {}, kernel {}",
+        "{name}: container image of {:?}, {} processes, {} bytes, digest {}, kernel {}",
         m.id,
         check.processes.len(),
         check.bytes,
-        check.sha256,
+        check.digest,
         m.kernel_release
     );
     for p in &check.processes {

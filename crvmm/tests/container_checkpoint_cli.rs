@@ -114,7 +114,7 @@ fn start_counter(base: &Path, id: &str) {
     }
 }
 
-/// Verifies an image on the host; returns its sha256 in hex and its comm.
+/// Verifies an image on the host; returns its digest in hex and its comm.
 fn verify(bytes: &[u8]) -> (String, String) {
     let (manifest, _, sha) = ContainerReader::new(bytes).verify().expect("a good image");
     let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
@@ -158,7 +158,7 @@ fn checkpoint_to_files_and_stdout_and_errors() {
     let bytes = std::fs::read(&img).unwrap();
     assert_eq!(report["image_bytes"], bytes.len() as u64);
     let (sha, comm) = verify(&bytes);
-    assert_eq!(report["sha256"], sha.as_str());
+    assert_eq!(report["digest"], sha.as_str());
     assert_eq!(comm, "counter");
     assert!(
         text(&out.stderr).contains("crvmm: received"),

@@ -310,7 +310,7 @@ fn container_images_plain_and_zstd() {
         text(&out.stderr)
     );
 
-    // A damaged container image: its own sha256 catches it.
+    // A damaged container image: its own digest catches it.
     let mut broken = image.clone();
     let mid = broken.len() / 2;
     broken[mid] ^= 1;

@@ -69,9 +69,9 @@ pub struct CheckpointReport {
     pub image_bytes: u64,
     /// Bytes streamed or written (compressed when `zstd`).
     pub stored_bytes: u64,
-    /// sha256 of the uncompressed image before its trailer, in hex (the
-    /// trailer carries the same).
-    pub sha256: String,
+    /// The uncompressed image's digest, in hex: XXH3-128, as its trailer
+    /// carries it (docs/container-image.md).
+    pub digest: String,
     /// The stream is zstd-compressed.
     pub zstd: bool,
     /// The container runs on (else it was killed).

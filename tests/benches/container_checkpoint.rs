@@ -6,7 +6,9 @@
 //! the image size and the streaming rate; then the same with zstd in the
 //! guest: its size and its downtime (the container stays frozen while its
 //! image is compressed); and the dump time to a guest file instead of the
-//! stream (the same work without vsock).
+//! stream (the same work without vsock); and the restore of the streamed
+//! image as a new container in the same guest (host-observed: sending the
+//! image, checking it, rebuilding the container, until every process runs).
 //!
 //! `cargo bench -p crvmm-tests --bench container_checkpoint [-- RUNS [MIB...]]`.
 //!
@@ -18,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
 use crvmm_engine::{AgentChannel, Vm};
-use crvmm_protocol::{BasicSpec, CheckpointReport, ContainerCheckpoint, ExecRequest};
+use crvmm_protocol::{
+    BasicSpec, CheckpointReport, ContainerCheckpoint, ContainerRestore, ExecRequest,
+};
 use crvmm_tests::{unique_name, GuestImage, Sandbox};
 
 #[derive(Default)]
@@ -32,14 +36,16 @@ struct Figures {
     zstd: Vec<u64>,
     zstd_downtime: Vec<f64>,
     file_dump: Vec<f64>,
+    restore: Vec<f64>,
 }
 
-/// Counts the bytes of the stream and drops them.
-struct Count(u64);
+/// Keeps the stream (for the restore) and counts it.
+#[derive(Default)]
+struct Keep(Vec<u8>);
 
-impl Write for Count {
+impl Write for Keep {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0 += bytes.len() as u64;
+        self.0.extend_from_slice(bytes);
         Ok(bytes.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -57,7 +63,8 @@ fn main() {
         sizes
     };
     let largest = sizes.iter().copied().max().unwrap_or(8);
-    let mem = (largest * 2 + 256).max(384);
+    // The container, its restored copy and the kernel's buffers.
+    let mem = (largest * 3 + 256).max(384);
     let sandbox = Sandbox::new();
     let guest = GuestImage::get();
     let mut config = guest.config(&unique_name("ct-ckpt-bench"), AgentChannel::Vsock);
@@ -70,7 +77,7 @@ fn main() {
          streamed over vsock, leave_running): {runs} runs per size, medians"
     );
     println!(
-        "{:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>14} {:>13}",
+        "{:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>14} {:>13} {:>10}",
         "counter",
         "freeze",
         "dump",
@@ -80,7 +87,8 @@ fn main() {
         "rate",
         "zstd",
         "zstd downtime",
-        "dump to file"
+        "dump to file",
+        "restore"
     );
     for mib in sizes {
         let id = format!("bench{mib}");
@@ -93,23 +101,26 @@ fn main() {
         wait_counting(&mut agent, &id);
         let mut f = Figures::default();
         for _ in 0..runs {
-            let (report, secs) = checkpoint(vm.as_ref(), &id, false, None);
+            let (report, secs, image) = checkpoint(vm.as_ref(), &id, false, None);
             f.freeze.push(report.freeze_us as f64 / 1e3);
             f.dump.push(report.dump_us as f64 / 1e3);
             f.downtime.push(report.downtime_us as f64 / 1e3);
             f.total.push(report.total_us as f64 / 1e3);
             f.image.push(report.image_bytes);
             f.rate.push(report.stored_bytes as f64 / 1e6 / secs);
-            let (report, _) = checkpoint(vm.as_ref(), &id, true, None);
+            f.restore
+                .push(restore(vm.as_ref(), &format!("{id}r"), &image));
+            agent.container_delete(&format!("{id}r"), true).unwrap();
+            let (report, _, _) = checkpoint(vm.as_ref(), &id, true, None);
             f.zstd.push(report.stored_bytes);
             f.zstd_downtime.push(report.downtime_us as f64 / 1e3);
             let file = "/tmp/bench.img";
-            let (report, _) = checkpoint(vm.as_ref(), &id, false, Some(file));
+            let (report, _, _) = checkpoint(vm.as_ref(), &id, false, Some(file));
             f.file_dump.push(report.dump_us as f64 / 1e3);
             agent.exec(ExecRequest::new(["rm", file])).unwrap();
         }
         println!(
-            "{:>4} MiB {:>6.1} ms {:>7.0} ms {:>7.0} ms {:>7.0} ms {:>6.1} MiB {:>4.1} MB/s {:>6.1} MiB {:>11.0} ms {:>10.0} ms",
+            "{:>4} MiB {:>6.1} ms {:>7.0} ms {:>7.0} ms {:>7.0} ms {:>6.1} MiB {:>4.1} MB/s {:>6.1} MiB {:>11.0} ms {:>10.0} ms {:>7.0} ms",
             mib,
             median(&f.freeze),
             median(&f.dump),
@@ -120,6 +131,7 @@ fn main() {
             mebibytes(median_u64(&f.zstd)),
             median(&f.zstd_downtime),
             median(&f.file_dump),
+            median(&f.restore),
         );
         agent.container_delete(&id, true).unwrap();
     }
@@ -134,14 +146,29 @@ fn connect(vm: &dyn Vm) -> AgentConnection {
         .expect("connecting to the agent")
 }
 
+/// Restores `image` as container `id`; the host-observed milliseconds.
+fn restore(vm: &dyn Vm, id: &str, image: &[u8]) -> f64 {
+    let mut agent = connect(vm);
+    let request = ContainerRestore {
+        container: id.into(),
+        guest_file: None,
+    };
+    let started = Instant::now();
+    agent
+        .container_restore(request, &mut &image[..], &mut |_| {})
+        .unwrap_or_else(|e| panic!("restore of {id}: {e}"));
+    started.elapsed().as_secs_f64() * 1e3
+}
+
 /// One checkpoint on a connection of its own, streamed (or written to
-/// `guest_file` instead); the report and the host-observed seconds.
+/// `guest_file` instead); the report, the host-observed seconds and the
+/// streamed image.
 fn checkpoint(
     vm: &dyn Vm,
     id: &str,
     zstd: bool,
     guest_file: Option<&str>,
-) -> (CheckpointReport, f64) {
+) -> (CheckpointReport, f64, Vec<u8>) {
     let mut agent = connect(vm);
     let request = ContainerCheckpoint {
         container: id.into(),
@@ -151,10 +178,10 @@ fn checkpoint(
         zstd,
         ..Default::default()
     };
-    let mut count = Count(0);
+    let mut kept = Keep::default();
     let started = Instant::now();
     let report = agent
-        .container_checkpoint(request, &mut count, &mut |_| {})
+        .container_checkpoint(request, &mut kept, &mut |_| {})
         .unwrap_or_else(|e| panic!("checkpoint of {id}: {e}"));
     let secs = started.elapsed().as_secs_f64();
     let streamed = if guest_file.is_none() {
@@ -162,8 +189,8 @@ fn checkpoint(
     } else {
         0
     };
-    assert_eq!(count.0, streamed);
-    (report, secs)
+    assert_eq!(kept.0.len() as u64, streamed);
+    (report, secs, kept.0)
 }
 
 /// Waits until the container's counter has written its state file twice.

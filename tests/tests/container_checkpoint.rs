@@ -1,7 +1,7 @@
 //! Container checkpoint (issue 6): the agent freezes a container, streams
 //! the image of every process to the host (and/or a guest file, through
 //! zstd if asked), then thaws or kills it. Each test checks the image on
-//! the host (container format, each process's kernel image, sha256 against
+//! the host (container format, each process's kernel image, digest against
 //! the report) and what the container does afterwards; the failures check
 //! that the container runs on, thawed, with the reason in the error.
 
@@ -97,7 +97,7 @@ struct Image {
     manifest: Manifest,
     kernel_images: Vec<Vec<u8>>,
     bytes: u64,
-    sha256: String,
+    digest: String,
 }
 
 fn read_image(bytes: &[u8]) -> Result<Image, ContainerError> {
@@ -110,12 +110,12 @@ fn read_image(bytes: &[u8]) -> Result<Image, ContainerError> {
             Some(Event::Process { .. }) => kernel_images.push(Vec::new()),
             Some(Event::Data(d)) => kernel_images.last_mut().unwrap().extend_from_slice(d),
             Some(Event::ProcessEnd { .. }) => {}
-            Some(Event::End { bytes, sha256 }) => {
+            Some(Event::End { bytes, digest }) => {
                 return Ok(Image {
                     manifest: manifest.unwrap(),
                     kernel_images,
                     bytes,
-                    sha256: hex(&sha256),
+                    digest: hex(&digest),
                 })
             }
             None => unreachable!("the end comes as an event"),
@@ -128,7 +128,7 @@ fn read_image(bytes: &[u8]) -> Result<Image, ContainerError> {
 fn check_image(bytes: &[u8], report: &CheckpointReport) -> Image {
     let image = read_image(bytes).unwrap_or_else(|e| panic!("the image does not verify: {e}"));
     assert_eq!(image.bytes, report.image_bytes);
-    assert_eq!(image.sha256, report.sha256);
+    assert_eq!(image.digest, report.digest);
     assert_eq!(image.manifest.processes.len() as u32, report.processes);
     assert_eq!(image.kernel_images.len() as u32, report.processes);
     assert_eq!(image.manifest.leave_running, report.left_running);

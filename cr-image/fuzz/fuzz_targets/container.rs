@@ -15,14 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let mut end = None;
     loop {
         match reader.next_event() {
-            Ok(Some(Event::End { bytes, sha256 })) => end = Some((bytes, sha256)),
+            Ok(Some(Event::End { bytes, digest })) => end = Some((bytes, digest)),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
     match verified {
-        Ok((_, bytes, sha256)) => {
-            assert_eq!(end, Some((bytes, sha256)));
+        Ok((_, bytes, digest)) => {
+            assert_eq!(end, Some((bytes, digest)));
             assert_eq!(bytes, data.len() as u64);
         }
         Err(_) => assert!(end.is_none()),

@@ -36,8 +36,8 @@ pub struct ContainerCheck {
     pub manifest: Manifest,
     /// Its size.
     pub bytes: u64,
-    /// sha256 of everything before the trailer, in hex.
-    pub sha256: String,
+    /// The trailer's digest, in hex.
+    pub digest: String,
     /// Its processes.
     pub processes: Vec<ProcessCheck>,
 }
@@ -80,13 +80,12 @@ pub fn check_container<R: Read>(
                         processes.push(running.finish());
                     }
                 }
-                Some(Event::End { bytes, sha256 }) => {
+                Some(Event::End { bytes, digest }) => {
                     let manifest = reader.manifest().cloned().unwrap_or_default();
-                    let sha256 = sha256.iter().map(|b| format!("{b:02x}")).collect();
                     return Ok(ContainerCheck {
                         manifest,
                         bytes,
-                        sha256,
+                        digest: super::format::hex(&digest),
                         processes: std::mem::take(&mut processes),
                     });
                 }

@@ -10,12 +10,18 @@
 //! HEADER            magic, version, manifest (JSON)
 //! ( PROCESS         index, pid in the container
 //!   DATA *          the kernel's image of that process, in chunks
-//!   PROCESS_END ) * bytes and sha256 of that kernel image
-//! TRAILER           magic, records before it, sha256 of every byte before it
+//!   PROCESS_END ) * bytes and digest of that kernel image
+//! TRAILER           magic, records before it, digest of the stream before it
 //! ```
 //!
 //! A checkpoint that fails after it started writing ends the stream with an
 //! ERROR record instead of the rest. See `docs/container-image.md`.
+//!
+//! Digests are XXH3-128 (little endian): a checksum against damage, fast
+//! enough that hashing never holds up a frozen container. Each byte is
+//! hashed once: a process's kernel image (the DATA payloads) by its
+//! PROCESS_END digest, every other byte of the stream before the trailer
+//! (record headers, other payloads, padding) by the trailer's.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,11 +59,19 @@ pub const HEADER_FIXED: usize = 24;
 /// Bytes of a PROCESS payload.
 pub const PROCESS_LEN: usize = 8;
 /// Bytes of a PROCESS_END payload.
-pub const PROCESS_END_LEN: usize = 48;
+pub const PROCESS_END_LEN: usize = 32;
 /// Bytes of an ERROR payload before the message.
 pub const ERROR_FIXED: usize = 8;
 /// Bytes of a TRAILER payload.
-pub const TRAILER_LEN: usize = 48;
+pub const TRAILER_LEN: usize = 32;
+
+/// A digest: XXH3-128, little endian.
+pub type Digest = [u8; 16];
+
+/// A digest in hex, as reports show it.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What the agent knows about a container, stored at the head of its image.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

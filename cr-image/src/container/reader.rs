@@ -1,15 +1,15 @@
 //! Reads and checks a container image front to back, in bounded memory.
 //!
 //! Everything is validated as it arrives: record order, lengths, padding,
-//! the manifest, each process's byte count and sha256, and the trailer's
-//! record count and sha256 over the whole stream. The consumer gets each
+//! the manifest, each process's byte count and digest, and the trailer's
+//! record count and digest over the rest of the stream. The consumer gets each
 //! chunk of a process's kernel image as it is read (to feed a restart
 //! through a pipe, say) and must treat the data as unconfirmed until
 //! [`Event::End`].
 
 use std::io::{self, Read};
 
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::format::*;
 
@@ -59,7 +59,7 @@ pub enum Event<'a> {
     },
     /// Bytes of the current process's kernel image.
     Data(&'a [u8]),
-    /// That kernel image ended, with this many bytes and the right sha256.
+    /// That kernel image ended, with this many bytes and the right digest.
     ProcessEnd {
         /// Its position.
         index: u32,
@@ -70,8 +70,8 @@ pub enum Event<'a> {
     End {
         /// Bytes in the image.
         bytes: u64,
-        /// Its sha256 (over every byte before the trailer).
-        sha256: [u8; 32],
+        /// Its digest (the trailer's).
+        digest: Digest,
     },
 }
 
@@ -81,7 +81,7 @@ enum State {
     InProcess {
         index: u32,
         bytes: u64,
-        hash: Sha256,
+        hash: Box<Xxh3>,
     },
     Done,
 }
@@ -89,7 +89,7 @@ enum State {
 /// A pull reader of container images.
 pub struct ContainerReader<R: Read> {
     input: R,
-    hash: Sha256,
+    hash: Xxh3,
     offset: u64,
     records: u64,
     state: State,
@@ -103,7 +103,7 @@ impl<R: Read> ContainerReader<R> {
     pub fn new(input: R) -> Self {
         ContainerReader {
             input,
-            hash: Sha256::new(),
+            hash: Xxh3::new(),
             offset: 0,
             records: 0,
             state: State::Start,
@@ -125,10 +125,11 @@ impl<R: Read> ContainerReader<R> {
         }
         let at = self.offset;
         let index = self.records;
-        // The trailer's sha256 covers everything before its header.
-        let before_trailer: [u8; 32] = self.hash.clone().finalize().into();
+        // The trailer's digest covers everything before its header.
+        let before_trailer: Digest = self.hash.digest128().to_le_bytes();
         let mut head = [0u8; 8];
         self.fill(&mut head, "in a record header")?;
+        self.hash.update(&head);
         let kind = le_u32(&head, 0);
         let len = le_u32(&head, 4) as usize;
         let bad = |what: String| ContainerError::Bad {
@@ -156,6 +157,9 @@ impl<R: Read> ContainerReader<R> {
         let mut payload = std::mem::take(&mut self.buf);
         payload.resize(len + padding(len), 0);
         self.fill(&mut payload, "in a record")?;
+        // DATA payloads are in their process's digest instead.
+        let hashed = if kind == CT_REC_DATA { len } else { 0 };
+        self.hash.update(&payload[hashed..]);
         if payload[len..].iter().any(|&b| b != 0) {
             return Err(bad("padding is not zero".into()));
         }
@@ -186,7 +190,7 @@ impl<R: Read> ContainerReader<R> {
                 self.state = State::InProcess {
                     index: i,
                     bytes: 0,
-                    hash: Sha256::new(),
+                    hash: Box::new(Xxh3::new()),
                 };
                 Ok(Some(Event::Process { index: i, pid }))
             }
@@ -215,8 +219,8 @@ impl<R: Read> ContainerReader<R> {
                         le_u32(p, 0)
                     )));
                 }
-                if hash.clone().finalize()[..] != p[16..48] {
-                    return Err(bad(format!("process {i}: sha256 mismatch")));
+                if hash.digest128().to_le_bytes()[..] != p[16..32] {
+                    return Err(bad(format!("process {i}: digest mismatch")));
                 }
                 self.next_index += 1;
                 self.state = State::Between;
@@ -237,14 +241,14 @@ impl<R: Read> ContainerReader<R> {
                 if self.next_index as usize != expected {
                     return Err(bad(format!("{} of {expected} processes", self.next_index)));
                 }
-                if p[16..48] != before_trailer {
-                    return Err(bad("sha256 of the image does not match the trailer".into()));
+                if p[16..32] != before_trailer {
+                    return Err(bad("the image's digest does not match the trailer".into()));
                 }
                 self.expect_eof()?;
                 self.state = State::Done;
                 Ok(Some(Event::End {
                     bytes: self.offset,
-                    sha256: before_trailer,
+                    digest: before_trailer,
                 }))
             }
             (_, CT_REC_ERROR) => {
@@ -263,12 +267,12 @@ impl<R: Read> ContainerReader<R> {
 
     /// Reads the whole image, checking it; returns the manifest and the
     /// final event's totals.
-    pub fn verify(mut self) -> Result<(Manifest, u64, [u8; 32]), ContainerError> {
+    pub fn verify(mut self) -> Result<(Manifest, u64, Digest), ContainerError> {
         loop {
             match self.next_event()? {
-                Some(Event::End { bytes, sha256 }) => {
+                Some(Event::End { bytes, digest }) => {
                     let m = self.manifest.take().unwrap_or_default();
-                    return Ok((m, bytes, sha256));
+                    return Ok((m, bytes, digest));
                 }
                 Some(_) => {}
                 None => return Err(ContainerError::Truncated("after the end")),
@@ -286,7 +290,6 @@ impl<R: Read> ContainerReader<R> {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.hash.update(&buf[..]);
         self.offset += buf.len() as u64;
         Ok(())
     }

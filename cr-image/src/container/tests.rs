@@ -70,8 +70,8 @@ fn round_trip_with_chunks_and_a_tree() {
     let lens: Vec<usize> = images.iter().map(Vec::len).collect();
     assert_eq!(lens, sizes);
     assert_eq!(images[0][1000], (1000 * 7 % 251) as u8);
-    let (_, n, sha) = ContainerReader::new(&bytes[..]).verify().unwrap();
-    assert_eq!((n, sha), (written.bytes, written.sha256));
+    let (_, n, digest) = ContainerReader::new(&bytes[..]).verify().unwrap();
+    assert_eq!((n, digest), (written.bytes, written.digest));
 }
 
 #[test]
@@ -103,14 +103,14 @@ fn a_flipped_byte_anywhere_is_refused() {
 }
 
 #[test]
-fn data_damage_is_named_by_process_checksum() {
+fn data_damage_is_named_by_process_digest() {
     let (mut bytes, _) = image(&[(1, 0)], &[3000]);
     // Header record, then PROCESS (8 + 8), then DATA: its payload.
     let header_len = 8 + le_u32(&bytes, 4) as usize;
     let header_len = header_len + padding(header_len);
     bytes[header_len + 16 + 8 + 100] ^= 1;
     let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
-    assert!(what.contains("process 0: sha256 mismatch"), "{what}");
+    assert!(what.contains("process 0: digest mismatch"), "{what}");
 }
 
 #[test]

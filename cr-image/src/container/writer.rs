@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::format::*;
 
@@ -13,17 +13,18 @@ pub struct Written {
     pub bytes: u64,
     /// Records written, trailer included.
     pub records: u64,
-    /// sha256 of every byte before the trailer (as in the trailer).
-    pub sha256: [u8; 32],
+    /// The trailer's digest (of every byte before it but the DATA
+    /// payloads, which their processes' digests cover).
+    pub digest: Digest,
 }
 
 /// A container image being written to `W`.
 pub struct ContainerWriter<W: Write> {
     out: W,
-    hash: Sha256,
+    hash: Xxh3,
     bytes: u64,
     records: u64,
-    process: Option<(u32, u64, Sha256)>,
+    process: Option<(u32, u64, Xxh3)>,
     next_index: u32,
 }
 
@@ -39,7 +40,7 @@ impl<W: Write> ContainerWriter<W> {
         }
         let mut w = ContainerWriter {
             out,
-            hash: Sha256::new(),
+            hash: Xxh3::new(),
             bytes: 0,
             records: 0,
             process: None,
@@ -67,7 +68,7 @@ impl<W: Write> ContainerWriter<W> {
         payload[..4].copy_from_slice(&index.to_le_bytes());
         payload[4..].copy_from_slice(&pid.to_le_bytes());
         self.record(CT_REC_PROCESS, &payload)?;
-        self.process = Some((index, 0, Sha256::new()));
+        self.process = Some((index, 0, Xxh3::new()));
         self.next_index += 1;
         Ok(index)
     }
@@ -82,7 +83,7 @@ impl<W: Write> ContainerWriter<W> {
             };
             *len += n as u64;
             hash.update(chunk);
-            self.record(CT_REC_DATA, chunk)?;
+            self.data_record(chunk)?;
             bytes = rest;
         }
         Ok(())
@@ -96,7 +97,7 @@ impl<W: Write> ContainerWriter<W> {
         let mut payload = [0u8; PROCESS_END_LEN];
         payload[..4].copy_from_slice(&index.to_le_bytes());
         payload[8..16].copy_from_slice(&len.to_le_bytes());
-        payload[16..].copy_from_slice(&hash.finalize());
+        payload[16..].copy_from_slice(&hash.digest128().to_le_bytes());
         self.record(CT_REC_PROCESS_END, &payload)
     }
 
@@ -120,17 +121,17 @@ impl<W: Write> ContainerWriter<W> {
         if self.process.is_some() {
             return Err(io::Error::other("finish inside a process"));
         }
-        let sha256: [u8; 32] = self.hash.clone().finalize().into();
+        let digest: Digest = self.hash.digest128().to_le_bytes();
         let mut payload = [0u8; TRAILER_LEN];
         payload[..8].copy_from_slice(&CT_TRAILER_MAGIC.to_le_bytes());
         payload[8..16].copy_from_slice(&self.records.to_le_bytes());
-        payload[16..].copy_from_slice(&sha256);
+        payload[16..].copy_from_slice(&digest);
         self.record(CT_REC_TRAILER, &payload)?;
         self.out.flush()?;
         let written = Written {
             bytes: self.bytes,
             records: self.records,
-            sha256,
+            digest,
         };
         Ok((self.out, written))
     }
@@ -141,14 +142,26 @@ impl<W: Write> ContainerWriter<W> {
     }
 
     fn record(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
+        self.write_record(kind, payload, true)
+    }
+
+    /// A DATA record: its payload is in its process's digest, not the
+    /// trailer's.
+    fn data_record(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.write_record(CT_REC_DATA, payload, false)
+    }
+
+    fn write_record(&mut self, kind: u32, payload: &[u8], hash_payload: bool) -> io::Result<()> {
         let mut head = [0u8; 8];
         head[..4].copy_from_slice(&kind.to_le_bytes());
         head[4..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         let pad = [0u8; 8];
         let pad = &pad[..padding(payload.len())];
-        for part in [&head[..], payload, pad] {
+        for (part, hashed) in [(&head[..], true), (payload, hash_payload), (pad, true)] {
             self.out.write_all(part)?;
-            self.hash.update(part);
+            if hashed {
+                self.hash.update(part);
+            }
         }
         self.bytes += (8 + payload.len() + pad.len()) as u64;
         self.records += 1;

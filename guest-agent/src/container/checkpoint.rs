@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crvmm_cr_image::container::{ContainerWriter, Manifest, Written};
+use crvmm_cr_image::container::{hex, ContainerWriter, Manifest, Written};
 use crvmm_protocol::transfer::{CheckpointReport, ContainerCheckpoint};
 use crvmm_protocol::{AgentError, ErrorKind, ExecRequest, ExitStatus, Response};
 
@@ -400,7 +400,7 @@ pub fn checkpoint<S: Write>(
         processes: manifest.processes.len() as u32,
         image_bytes: written.bytes,
         stored_bytes: status.stored(),
-        sha256: hex(&written.sha256),
+        digest: hex(&written.digest),
         zstd: request.zstd,
         left_running: request.leave_running,
         guest_file: request.guest_file,
@@ -641,10 +641,6 @@ fn run_hook(argv: &[String]) -> Result<(), HookError> {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! container from its spec and make its processes again.
 //!
 //! 1. The image is read and checked front to back (`crvmm_cr_image`'s
-//!    container reader: record order, each process's sha256, the trailer);
+//!    container reader: record order, each process's digest, the trailer);
 //!    each process's kernel image goes into a memfd. Nothing is created
 //!    before the whole image has checked out, so a corrupt or truncated
 //!    image leaves nothing behind.
