@@ -70,7 +70,13 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 }
 
 /// Connects to the agent of the running VM `vm`.
+/// Connects to the agent of `vm`: a VM name (`crvmm list`), or the path
+/// of a vsock device's Unix socket (Firecracker's host protocol), which
+/// reaches the agent of any VM whose guest runs it, crvmm's or not.
 pub fn connect(base: &Path, vm: &str, timeout: Duration) -> anyhow::Result<AgentConnection> {
+    if vm.contains('/') {
+        return connect_socket(Path::new(vm), timeout);
+    }
     let record = rundir::find(base, vm)?;
     // A paused guest cannot answer, and a vsock request left waiting on one
     // wedges vhost-device-vsock 0.3.0: refuse before connecting.
@@ -81,6 +87,25 @@ pub fn connect(base: &Path, vm: &str, timeout: Duration) -> anyhow::Result<Agent
         .agent
         .connect(timeout)
         .with_context(|| format!("connecting to the agent of VM {vm:?}"))
+}
+
+fn connect_socket(path: &Path, timeout: Duration) -> anyhow::Result<AgentConnection> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("--vm {}: no such vsock socket", path.display()))?;
+    if !meta.file_type().is_socket() {
+        bail!(
+            "--vm {}: not a Unix socket (give a VM name, or a vsock device's socket)",
+            path.display()
+        );
+    }
+    let endpoint = crvmm_engine::agent::AgentEndpoint::Vsock {
+        uds_path: path.to_path_buf(),
+        port: crvmm_protocol::AGENT_VSOCK_PORT,
+    };
+    endpoint
+        .connect(timeout)
+        .with_context(|| format!("connecting to the agent through {}", path.display()))
 }
 
 pub fn agent(base: &Path, args: AgentArgs) -> anyhow::Result<ExitCode> {

@@ -6,15 +6,17 @@
 //! its digest against the agent's report.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use crvmm_cr_image::container::{hex, ContainerError, ContainerReader, Digest, Manifest};
+use crvmm_cr_image::container::{
+    hex, ChannelReader, ContainerError, ContainerReader, Digest, Manifest,
+};
 use crvmm_protocol::{CheckpointReport, ContainerCheckpoint};
 
 use crate::agent_cmd;
@@ -279,11 +281,7 @@ impl Verifier {
     fn start(zstd: bool) -> Verifier {
         let (sender, receiver) = mpsc::sync_channel(VERIFY_QUEUE);
         let thread = thread::spawn(move || {
-            let input = ChannelReader {
-                receiver,
-                chunk: Vec::new(),
-                at: 0,
-            };
+            let input = ChannelReader::new(receiver);
             if zstd {
                 ContainerReader::new(zstd::stream::read::Decoder::new(input)?).verify()
             } else {
@@ -303,32 +301,6 @@ impl Verifier {
         self.thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the verifier panicked").into()))
-    }
-}
-
-/// The chunks of a channel as one byte stream; it ends when every sender
-/// is gone.
-struct ChannelReader {
-    receiver: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            match self.receiver.recv() {
-                Ok(chunk) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 

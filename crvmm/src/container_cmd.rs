@@ -14,7 +14,7 @@ use crate::agent_cmd;
 #[derive(Args)]
 pub struct ContainerArgs {
     /// The running VM whose agent runs the containers.
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME|SOCKET")]
     vm: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -147,7 +147,10 @@ struct CreateArgs {
 
 pub fn container(base: &Path, args: ContainerArgs) -> anyhow::Result<ExitCode> {
     let Some(vm) = args.vm.as_deref() else {
-        bail!("which VM? name it with --vm NAME (crvmm list shows them)");
+        bail!(
+            "which VM? name it with --vm NAME (crvmm list shows them), or give the path \
+             of its vsock device's socket"
+        );
     };
     // Read local inputs before connecting.
     let spec = match &args.command {

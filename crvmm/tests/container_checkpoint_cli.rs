@@ -3,70 +3,19 @@
 //! (as JSON and as text, plain and zstd), to standard output, and the
 //! errors, which leave no file behind.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crvmm_cr_image::container::ContainerReader;
-use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
+use crvmm_tests::cli::{self, CrvmmRun};
+use crvmm_tests::Sandbox;
 
 const CRVMM: &str = env!("CARGO_BIN_EXE_crvmm");
 const VM: &str = "ckcli";
 
-/// `crvmm run` in the background; killed if the test fails.
-struct Running(Child);
-
-impl Running {
-    fn start(base: &Path) -> Running {
-        let guest = GuestImage::get();
-        let mut child = Command::new(CRVMM)
-            .arg("--run-dir")
-            .arg(base)
-            .args(["run", "--console", "log", "--engine", "qemu", "--name", VM])
-            .args(["--mem-mib", "384"])
-            .arg("--kernel")
-            .arg(&guest.vmlinux)
-            .arg("--initrd")
-            .arg(&guest.initramfs)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            match rx.recv_timeout(AGENT_TIMEOUT) {
-                Ok(line) if line.contains("agent ready") => break,
-                Ok(_) => {}
-                Err(e) => panic!("crvmm run never said the agent is ready: {e}"),
-            }
-        }
-        std::thread::spawn(move || rx.iter().for_each(drop));
-        Running(child)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn crvmm(base: &Path, args: &[&str]) -> Output {
-    Command::new(CRVMM)
-        .arg("--run-dir")
-        .arg(base)
-        .args(args)
-        .output()
-        .unwrap()
+    cli::crvmm(Path::new(CRVMM), base, args)
 }
 
 /// `crvmm container --vm ckcli ARGS`.
@@ -125,7 +74,7 @@ fn verify(bytes: &[u8]) -> (String, String) {
 fn checkpoint_to_files_and_stdout_and_errors() {
     let sandbox = Sandbox::new();
     let base = sandbox.base();
-    let _run = Running::start(base);
+    let _run = CrvmmRun::start(Path::new(CRVMM), base, VM, &["--mem-mib", "384"]);
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
 

@@ -1,87 +1,17 @@
 //! `crvmm container ... --vm <vm>` end to end: a `crvmm run` in the
 //! background, containers created, used and removed from other processes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
+use crvmm_tests::cli::{self, CrvmmRun};
+use crvmm_tests::Sandbox;
 
 const CRVMM: &str = env!("CARGO_BIN_EXE_crvmm");
 
-/// `crvmm run` in the background; killed if the test fails.
-struct Running(Child);
-
-impl Running {
-    fn start(base: &Path, name: &str) -> Running {
-        let guest = GuestImage::get();
-        let mut child = Command::new(CRVMM)
-            .arg("--run-dir")
-            .arg(base)
-            .args([
-                "run",
-                "--console",
-                "log",
-                "--engine",
-                "qemu",
-                "--name",
-                name,
-            ])
-            .arg("--kernel")
-            .arg(&guest.vmlinux)
-            .arg("--initrd")
-            .arg(&guest.initramfs)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            match rx.recv_timeout(AGENT_TIMEOUT) {
-                Ok(line) if line.contains("agent ready") => break,
-                Ok(_) => {}
-                Err(e) => panic!("crvmm run never said the agent is ready: {e}"),
-            }
-        }
-        // Keep draining so the VM never blocks on a full pipe.
-        std::thread::spawn(move || rx.iter().for_each(drop));
-        Running(child)
-    }
-
-    fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "crvmm run did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn crvmm(base: &Path, args: &[&str]) -> Output {
-    Command::new(CRVMM)
-        .arg("--run-dir")
-        .arg(base)
-        .args(args)
-        .output()
-        .unwrap()
+    cli::crvmm(Path::new(CRVMM), base, args)
 }
 
 /// Runs `crvmm container ... --vm ctcli` and checks it succeeded.
@@ -107,7 +37,7 @@ fn container(base: &Path, args: &[&str]) -> Output {
 fn container_commands_end_to_end() {
     let sandbox = Sandbox::new();
     let base = sandbox.base();
-    let mut run = Running::start(base, "ctcli");
+    let mut run = CrvmmRun::start(Path::new(CRVMM), base, "ctcli", &[]);
 
     // Create from flags; the command runs at once.
     let out = container_ok(

@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use crvmm_protocol::ExecRequest;
+use crvmm_tests::bench::{median, runs_and_sizes};
 use crvmm_tests::cr::CrLab;
 use crvmm_tests::{unique_name, Sandbox};
 
@@ -33,14 +34,7 @@ struct Figures {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
-    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let sizes: Vec<u32> = args.filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() {
-        vec![8, 32, 128]
-    } else {
-        sizes
-    };
+    let (runs, sizes) = runs_and_sizes(3, &[8, 32, 128]);
     let largest = sizes.iter().copied().max().unwrap_or(8);
     let sandbox = Sandbox::new();
     // The image lives in tmpfs next to the process: room for both, twice.
@@ -66,7 +60,7 @@ fn main() {
         for _ in 0..runs {
             measure(&mut lab, mib, &mut f);
         }
-        let image = median_u64(&f.image);
+        let image = median(&f.image);
         println!(
             "{:>4} MiB {:>6.1} ms {:>8.1} ms {:>6.1} MiB {:>7.3} {:>6.1} MiB {:>10.1} ms {:>11.1} ms",
             mib,
@@ -74,7 +68,7 @@ fn main() {
             median(&f.checkpoint) * 1e3,
             image as f64 / (1 << 20) as f64,
             image as f64 / (u64::from(mib) << 20) as f64,
-            median_u64(&f.zstd) as f64 / (1 << 20) as f64,
+            median(&f.zstd) as f64 / (1 << 20) as f64,
             median(&f.restart_whole) * 1e3,
             median(&f.first_count) * 1e3,
         );
@@ -146,16 +140,4 @@ fn bytes_of(text: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .expect("byte count")
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn median_u64(v: &[u64]) -> u64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v[v.len() / 2]
 }

@@ -23,6 +23,7 @@ use crvmm_engine::{AgentChannel, Vm};
 use crvmm_protocol::{
     BasicSpec, CheckpointReport, ContainerCheckpoint, ContainerRestore, ExecRequest,
 };
+use crvmm_tests::bench::{median, runs_and_sizes};
 use crvmm_tests::{unique_name, GuestImage, Sandbox};
 
 #[derive(Default)]
@@ -54,14 +55,7 @@ impl Write for Keep {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with('-'));
-    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let sizes: Vec<u32> = args.filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() {
-        vec![8, 32, 128]
-    } else {
-        sizes
-    };
+    let (runs, sizes) = runs_and_sizes(3, &[8, 32, 128]);
     let largest = sizes.iter().copied().max().unwrap_or(8);
     // The container, its restored copy and the kernel's buffers.
     let mem = (largest * 3 + 256).max(384);
@@ -126,9 +120,9 @@ fn main() {
             median(&f.dump),
             median(&f.downtime),
             median(&f.total),
-            mebibytes(median_u64(&f.image)),
+            mebibytes(median(&f.image)),
             median(&f.rate),
-            mebibytes(median_u64(&f.zstd)),
+            mebibytes(median(&f.zstd)),
             median(&f.zstd_downtime),
             median(&f.file_dump),
             median(&f.restore),
@@ -211,16 +205,4 @@ fn wait_counting(agent: &mut AgentConnection, id: &str) {
 
 fn mebibytes(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn median_u64(v: &[u64]) -> u64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v[v.len() / 2]
 }

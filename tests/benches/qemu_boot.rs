@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::{AgentChannel, Engine};
 use crvmm_protocol::ExecRequest;
+use crvmm_tests::bench::median;
 use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
 
 struct Figures {
@@ -96,10 +97,6 @@ fn measure(guest: &GuestImage, channel: AgentChannel, boots: usize, calls: usize
     }
     sandbox.assert_clean();
     f
-}
-
-fn median(v: &[Duration]) -> Duration {
-    percentile(v, 50)
 }
 
 fn percentile(v: &[Duration], p: usize) -> Duration {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::{AfterSnapshot, AgentChannel, Engine, RestoreOptions};
 use crvmm_protocol::ExecRequest;
+use crvmm_tests::bench::median;
 use crvmm_tests::{GuestImage, Sandbox, AGENT_TIMEOUT};
 
 #[derive(Default)]
@@ -40,7 +41,7 @@ fn main() {
         let f = measure(&guest, mem_mib, runs);
         println!(
             "{mem_mib:>4} MiB: stream+manifest {:>7.1} MiB",
-            median_u64(&f.bytes) as f64 / (1 << 20) as f64
+            median(&f.bytes) as f64 / (1 << 20) as f64
         );
         println!(
             "{mem_mib:>4} MiB: snapshot+resume  downtime {:>8.1} ms  total {:>8.1} ms",
@@ -114,18 +115,6 @@ fn measure(guest: &GuestImage, mem_mib: u32, runs: usize) -> Figures {
     }
     sandbox.assert_clean();
     f
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut sorted = v.to_vec();
-    sorted.sort();
-    sorted[(sorted.len() - 1) / 2]
-}
-
-fn median_u64(v: &[u64]) -> u64 {
-    let mut sorted = v.to_vec();
-    sorted.sort();
-    sorted[(sorted.len() - 1) / 2]
 }
 
 fn ms(d: Duration) -> f64 {

@@ -31,6 +31,8 @@ impl CrvmmRun {
                 "--name",
                 name,
             ])
+            // As patient as the harness: a loaded host boots TCG guests slowly.
+            .args(["--agent-timeout", &AGENT_TIMEOUT.as_secs().to_string()])
             .args(extra)
             .arg("--kernel")
             .arg(&guest.vmlinux)
@@ -56,6 +58,23 @@ impl CrvmmRun {
         }
         std::thread::spawn(move || rx.iter().for_each(drop));
         CrvmmRun { child }
+    }
+}
+
+impl CrvmmRun {
+    /// Waits up to `timeout` for `crvmm run` to exit; its exit code.
+    pub fn wait(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for crvmm run") {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crvmm run did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

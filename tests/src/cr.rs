@@ -189,21 +189,7 @@ impl CrLab {
     /// debug variant), no unreferenced object after two scans.
     pub fn assert_kernel_clean(&mut self) {
         let log = self.sh_ok("dmesg");
-        let bad: Vec<&str> = log
-            .lines()
-            .filter(|l| {
-                [
-                    "BUG:",
-                    "WARNING:",
-                    "Oops",
-                    "KASAN",
-                    "UBSAN",
-                    "general protection",
-                ]
-                .iter()
-                .any(|k| l.contains(k))
-            })
-            .collect();
+        let bad = kernel_problems(&log);
         assert!(
             bad.is_empty(),
             "the guest kernel reported:\n{}",
@@ -239,4 +225,20 @@ pub fn printed_errno(out: &ExecOutput) -> Option<i32> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+/// The lines of a guest kernel log that report a problem: BUG, WARNING,
+/// oops, KASAN or UBSAN reports, general protection faults.
+pub fn kernel_problems(log: &str) -> Vec<&str> {
+    const SIGNS: [&str; 6] = [
+        "BUG:",
+        "WARNING:",
+        "Oops",
+        "KASAN",
+        "UBSAN",
+        "general protection",
+    ];
+    log.lines()
+        .filter(|l| SIGNS.iter().any(|k| l.contains(k)))
+        .collect()
 }

@@ -6,6 +6,7 @@
 //! first) and are found in `target/guest/`, or in `$CRVMM_GUEST_DIR`. A test
 //! that cannot find them fails and says how to build them: it never skips.
 
+pub mod bench;
 pub mod cli;
 pub mod cr;
 

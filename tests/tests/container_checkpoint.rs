@@ -207,17 +207,10 @@ fn assert_runs_on(agent: &mut AgentConnection, id: &str, init: u32, file: &str) 
     wait_count_above(agent, init, file, now);
 }
 
-/// No BUG, WARNING or oops in the guest kernel's log.
+/// No BUG, WARNING, oops or sanitizer report in the guest kernel's log.
 fn assert_kernel_clean(agent: &mut AgentConnection) {
     let log = guest_sh(agent, "dmesg");
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            ["BUG:", "WARNING:", "Oops", "general protection"]
-                .iter()
-                .any(|k| l.contains(k))
-        })
-        .collect();
+    let bad = crvmm_tests::cr::kernel_problems(&log);
     assert!(
         bad.is_empty(),
         "the guest kernel reported:\n{}",

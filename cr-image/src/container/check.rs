@@ -115,11 +115,7 @@ impl<'scope> Running<'scope> {
         json: bool,
     ) -> Self {
         let (tx, rx) = sync_channel(4);
-        let input = Chunks {
-            rx,
-            chunk: Vec::new(),
-            at: 0,
-        };
+        let input = ChannelReader::new(rx);
         let handle = scope.spawn(move || {
             if !json {
                 return (crate::verify(input, &limits), None);
@@ -177,14 +173,26 @@ fn io_error(source: io::Error) -> ImageError {
     }
 }
 
-/// Chunks from a channel, as a byte stream that ends when the sender goes.
-struct Chunks {
+/// Chunks from a channel, as a byte stream that ends when every sender is
+/// gone: feeds a reader on another thread while the bytes arrive.
+pub struct ChannelReader {
     rx: Receiver<Vec<u8>>,
     chunk: Vec<u8>,
     at: usize,
 }
 
-impl Read for Chunks {
+impl ChannelReader {
+    /// A reader of what `rx` receives.
+    pub fn new(rx: Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at >= self.chunk.len() {
             match self.rx.recv() {

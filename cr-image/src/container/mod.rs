@@ -8,7 +8,7 @@ pub mod format;
 mod reader;
 mod writer;
 
-pub use check::{check_container, ContainerCheck, ProcessCheck};
+pub use check::{check_container, ChannelReader, ContainerCheck, ProcessCheck};
 pub use format::{hex, Digest, Manifest, ProcessEntry};
 pub use reader::{ContainerError, ContainerReader, Event};
 pub use writer::{ContainerWriter, Written};

@@ -518,6 +518,29 @@ pub fn watch(container: Arc<Container>) -> io::Result<()> {
         .map(drop)
 }
 
+/// Starts the reaper of a new container (created or restored); without one
+/// nobody would record its init's exit, so a failure undoes the container:
+/// kills and reaps it, removes its cgroup and directory.
+pub(super) fn adopt(
+    op: &'static str,
+    container: Arc<Container>,
+) -> Result<Arc<Container>, ContainerError> {
+    if let Err(e) = watch(container.clone()) {
+        let id = container.id.clone();
+        log!("container {id}: cannot start its reaper thread: {e}");
+        let _ = container.cgroup.kill();
+        let _ = waitpid(Pid::from_raw(container.init), None);
+        let _ = container.cgroup.remove(CGROUP_EMPTY_WAIT);
+        let _ = std::fs::remove_dir_all(&container.state_dir);
+        return Err(ContainerError::Create {
+            op,
+            id,
+            source: CreateError::Channel(e),
+        });
+    }
+    Ok(container)
+}
+
 /// `container_create`.
 pub fn create(
     registry: &Registry,
@@ -574,29 +597,19 @@ pub fn create(
         gate: Some(spawned.gate),
         ..Lifecycle::default()
     };
-    let container = Container::new(
-        id.clone(),
-        spec,
-        config,
-        cgroup,
-        spawned.pid,
-        spawned.pidfd,
-        state_dir,
-        lifecycle,
-    );
-    if let Err(e) = watch(container.clone()) {
-        // Without a reaper nobody would record its exit: undo.
-        log!("container {id}: cannot start its reaper thread: {e}");
-        let _ = container.cgroup.kill();
-        let _ = waitpid(Pid::from_raw(container.init), None);
-        let _ = container.cgroup.remove(CGROUP_EMPTY_WAIT);
-        let _ = std::fs::remove_dir_all(&container.state_dir);
-        return Err(ContainerError::Create {
-            op: "create",
-            id,
-            source: CreateError::Channel(e),
-        });
-    }
+    let container = adopt(
+        "create",
+        Container::new(
+            id.clone(),
+            spec,
+            config,
+            cgroup,
+            spawned.pid,
+            spawned.pidfd,
+            state_dir,
+            lifecycle,
+        ),
+    )?;
     reservation.commit(container.clone());
     log!("container {id}: created, init pid {}", container.init);
     if request.start {

@@ -31,7 +31,7 @@ use crvmm_protocol::{AgentError, ContainerInfo, ContainerRestore, ErrorKind, Res
 use super::cgroup::{Cgroup, Limits, CGROUP_ROOT};
 use super::restorer::{RestorePlan, RestoreProc};
 use super::spec::{self, Namespace};
-use super::{create, watch, Container, ContainerError, Lifecycle, Registry, STATE_DIR};
+use super::{adopt, create, Container, ContainerError, Lifecycle, Registry, STATE_DIR};
 
 mod watch_restart;
 use watch_restart::{restored, Outcome};
@@ -243,19 +243,19 @@ pub fn restore(
         started: true,
         ..Lifecycle::default()
     };
-    let container = Container::new(
-        id.to_owned(),
-        spec,
-        config,
-        cgroup,
-        spawned.pid,
-        spawned.pidfd,
-        state_dir,
-        lifecycle,
-    );
-    if let Err(e) = watch(container.clone()) {
-        log!("container {id}: cannot start its reaper thread: {e}");
-    }
+    let container = adopt(
+        "restore",
+        Container::new(
+            id.to_owned(),
+            spec,
+            config,
+            cgroup,
+            spawned.pid,
+            spawned.pidfd,
+            state_dir,
+            lifecycle,
+        ),
+    )?;
     reservation.commit(container.clone());
     let lifecycle = container.lock();
     Ok(container.info(&lifecycle))
