@@ -1,0 +1,68 @@
+//! The namespaces a container can have of its own, and the ranges of
+//! the ID mappings of its user namespace.
+
+/// A namespace a container can have of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Namespace {
+    /// User and group IDs (optional; needs ID mappings).
+    User,
+    /// Mount points (always: the root file system needs it).
+    Mount,
+    /// Process IDs.
+    Pid,
+    /// Hostname and domain name.
+    Uts,
+    /// System V IPC and POSIX message queues.
+    Ipc,
+    /// Network devices and stack.
+    Network,
+}
+
+impl Namespace {
+    /// The name in `config.json` and in the protocol.
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::User => "user",
+            Namespace::Mount => "mount",
+            Namespace::Pid => "pid",
+            Namespace::Uts => "uts",
+            Namespace::Ipc => "ipc",
+            Namespace::Network => "network",
+        }
+    }
+
+    /// The file in `/proc/<pid>/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            Namespace::User => "user",
+            Namespace::Mount => "mnt",
+            Namespace::Pid => "pid",
+            Namespace::Uts => "uts",
+            Namespace::Ipc => "ipc",
+            Namespace::Network => "net",
+        }
+    }
+
+    /// The `CLONE_NEW*` flag that creates it.
+    pub fn clone_flag(self) -> libc::c_int {
+        match self {
+            Namespace::User => libc::CLONE_NEWUSER,
+            Namespace::Mount => libc::CLONE_NEWNS,
+            Namespace::Pid => libc::CLONE_NEWPID,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::Network => libc::CLONE_NEWNET,
+        }
+    }
+}
+
+/// One range of an ID mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMapping {
+    /// First ID inside the container.
+    pub container_id: u32,
+    /// First ID outside.
+    pub host_id: u32,
+    /// Number of IDs.
+    pub size: u32,
+}
