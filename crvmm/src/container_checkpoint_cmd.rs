@@ -495,6 +495,7 @@ mod tests {
                 ppid: 0,
                 guest_pid: 50,
                 comm: "init".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };

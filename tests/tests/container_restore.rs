@@ -93,6 +93,7 @@ fn checkpoint_by_hand(agent: &mut AgentConnection, id: &str) -> (Vec<u8>, u64) {
             ppid: 0,
             guest_pid: pid as i32,
             comm: "counter".into(),
+            ..ProcessEntry::default()
         }],
         ..Manifest::default()
     };
@@ -339,6 +340,64 @@ fn restores_a_process_tree_with_its_pids() {
         "the child process: {text}"
     );
     a.container_delete("tree2", true).unwrap();
+    drop(a);
+    drop(_vm);
+    sandbox.assert_clean();
+}
+
+/// Sessions and process groups inside the container survive: a process
+/// that made its own session (setsid) leads it again after the agent's own
+/// checkpoint and a restore.
+#[test]
+fn sessions_and_process_groups_survive() {
+    use crvmm_protocol::ContainerCheckpoint;
+    let sandbox = Sandbox::new();
+    let (_vm, mut a) = boot(&sandbox, "restore-sessions");
+    let script = format!("setsid {COUNTER} 1 /tmp/b & exec {COUNTER} 2 /tmp/state");
+    let spec = BasicSpec::new(["sh", "-c", &script]).to_json();
+    let info = a.container_create("sess", spec, true).unwrap();
+    wait_count_above(&mut a, info.pid, 3);
+    let ids = "grep -h -E '^(Pid|NSpgid|NSsid):' /proc/[0-9]*/status | tr '\\n' ' '";
+    let exec_ids = |agent: &mut AgentConnection, id: &str| {
+        let out = agent
+            .container_exec(id, ExecRequest::new(["sh", "-c", ids]))
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = exec_ids(&mut a, "sess");
+    // The setsid'd counter (pid 2) leads its own session and group.
+    assert!(before.contains("NSpgid:\t2 NSsid:\t2"), "{before}");
+
+    let request = ContainerCheckpoint {
+        container: "sess".into(),
+        stream: true,
+        ..ContainerCheckpoint::default()
+    };
+    let mut image = Vec::new();
+    let mut fresh = _vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .unwrap();
+    fresh
+        .container_checkpoint(request, &mut image, &mut |_| {})
+        .unwrap();
+    a.container_delete("sess", true).unwrap();
+
+    restore(&mut a, "sess", &image).unwrap();
+    let after = exec_ids(&mut a, "sess");
+    // The exec'd shell itself shows up with other ids: compare pids 1, 2.
+    let keep = |text: &str| -> Vec<String> {
+        text.split("Pid:")
+            .filter(|e| e.starts_with("\t1 ") || e.starts_with("\t2 "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        keep(&after),
+        keep(&before),
+        "before: {before}\nafter: {after}"
+    );
+    a.container_delete("sess", true).unwrap();
     drop(a);
     drop(_vm);
     sandbox.assert_clean();

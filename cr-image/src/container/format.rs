@@ -113,6 +113,13 @@ pub struct ProcessEntry {
     /// Its command name.
     #[serde(default)]
     pub comm: String,
+    /// Its process group in the container's pid namespace (0: a group
+    /// outside it, which the restored process inherits from the restorer).
+    #[serde(default)]
+    pub pgid: i32,
+    /// Its session there (0 likewise).
+    #[serde(default)]
+    pub sid: i32,
 }
 
 /// Bytes of padding after a payload of `len` bytes.

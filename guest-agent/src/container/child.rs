@@ -82,9 +82,10 @@ pub(super) enum Step {
     Exec,
     RestoreClone,
     Restart,
+    RestoreSession,
 }
 
-pub(super) const STEPS: [Step; 25] = [
+pub(super) const STEPS: [Step; 26] = [
     Step::Ready,
     Step::Stdio,
     Step::WaitParent,
@@ -110,6 +111,7 @@ pub(super) const STEPS: [Step; 25] = [
     Step::Exec,
     Step::RestoreClone,
     Step::Restart,
+    Step::RestoreSession,
 ];
 
 /// Descriptors the child uses, open in the parent.

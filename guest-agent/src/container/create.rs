@@ -466,6 +466,7 @@ fn describe(record: &Record, config: &Config) -> String {
         Step::Exec => format!("executing {:?}", config.args[0]),
         Step::RestoreClone => format!("creating process {i} of the image (clone3 with set_tid)"),
         Step::Restart => format!("restarting process {i} from its image (restart)"),
+        Step::RestoreSession => format!("giving process {i} its session and process group"),
     }
 }
 

@@ -192,6 +192,8 @@ pub fn restore(
         procs.push(RestoreProc {
             pid: p.pid,
             ppid: p.ppid,
+            pgid: p.pgid,
+            sid: p.sid,
             fd: theirs.as_raw_fd(),
         });
         agent_ends.push(ours);

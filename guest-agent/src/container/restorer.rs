@@ -30,6 +30,10 @@ pub(super) struct RestoreProc {
     pub(super) pid: i32,
     /// Its parent's there (0 for the init).
     pub(super) ppid: i32,
+    /// Its process group there (0: one outside the namespace: inherit).
+    pub(super) pgid: i32,
+    /// Its session there (0 likewise).
+    pub(super) sid: i32,
     /// The child's end of its image socket.
     pub(super) fd: RawFd,
 }
@@ -59,6 +63,10 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
     // plan prepared before the clone, which lives until the process ends.
     unsafe {
         'tree: loop {
+            // Session and group first: the children inherit them.
+            if plan.set_tid {
+                join_session_and_group(p, procs[me], me);
+            }
             let parent = procs[me].pid;
             for (i, child) in procs.iter().enumerate() {
                 if i == me || child.ppid != parent {
@@ -100,6 +108,22 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
         libc::prctl(libc::PR_SET_NAME, c"crvmm-restore".as_ptr(), 0, 0, 0);
         libc::syscall(NR_RESTART, 0, procs[me].fd, 0, 2);
         fail(p, Step::Restart, me)
+    }
+}
+
+/// Makes the calling process a session leader if it led its session, and
+/// puts it in its process group (creating it if it led that too). Restart
+/// leaves both alone, so they survive it. A group led by a process made
+/// later cannot be joined: that fails the restore, named.
+fn join_session_and_group(p: &Prepared, me: RestoreProc, index: usize) {
+    // SAFETY: plain system calls in the single-threaded child.
+    unsafe {
+        if me.sid != 0 && me.sid == me.pid && libc::setsid() < 0 {
+            fail(p, Step::RestoreSession, index);
+        }
+        if me.pgid != 0 && libc::getpgid(0) != me.pgid && libc::setpgid(0, me.pgid) < 0 {
+            fail(p, Step::RestoreSession, index);
+        }
     }
 }
 

@@ -158,22 +158,35 @@ pub struct StatusIds {
     pub ppid: i32,
     /// Its PID in the innermost PID namespace it is in (the last NSpid field).
     pub ns_pid: i32,
+    /// Its process group there (0: a group led from outside it).
+    pub ns_pgid: i32,
+    /// Its session there (0 likewise).
+    pub ns_sid: i32,
 }
 
-/// The PPid and the last NSpid field of a `/proc/<pid>/status` text.
+/// The PPid and the last NSpid (NSpgid, NSsid) field of a
+/// `/proc/<pid>/status` text.
 pub fn parse_status(text: &str) -> Option<StatusIds> {
     let mut ppid = None;
     let mut ns_pid = None;
+    let (mut ns_pgid, mut ns_sid) = (0, 0);
+    let last = |rest: &str| rest.split_whitespace().last()?.parse().ok();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("PPid:") {
             ppid = rest.trim().parse().ok();
         } else if let Some(rest) = line.strip_prefix("NSpid:") {
-            ns_pid = rest.split_whitespace().last()?.parse().ok();
+            ns_pid = last(rest);
+        } else if let Some(rest) = line.strip_prefix("NSpgid:") {
+            ns_pgid = last(rest).unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("NSsid:") {
+            ns_sid = last(rest).unwrap_or(0);
         }
     }
     Some(StatusIds {
         ppid: ppid?,
         ns_pid: ns_pid?,
+        ns_pgid,
+        ns_sid,
     })
 }
 
@@ -186,6 +199,10 @@ pub struct Found {
     pub guest_ppid: i32,
     /// Its PID in the container's PID namespace.
     pub ns_pid: i32,
+    /// Its process group and session there.
+    pub ns_pgid: i32,
+    /// (0: outside the namespace.)
+    pub ns_sid: i32,
     /// Its command name.
     pub comm: String,
 }
@@ -204,6 +221,8 @@ pub fn inspect(pids: &[u32]) -> Result<Vec<Found>, DumpError> {
                 guest_pid: pid as i32,
                 guest_ppid: ids.ppid,
                 ns_pid: ids.ns_pid,
+                ns_pgid: ids.ns_pgid,
+                ns_sid: ids.ns_sid,
                 comm,
             })
         })
@@ -253,6 +272,8 @@ pub fn tree(init: i32, found: &[Found]) -> Result<Vec<ProcessEntry>, DumpError> 
             ppid,
             guest_pid: f.guest_pid,
             comm: f.comm.clone(),
+            pgid: f.ns_pgid,
+            sid: f.ns_sid,
         })
         .collect())
 }
@@ -442,12 +463,15 @@ mod tests {
     #[test]
     fn status_gives_the_parent_and_the_innermost_pid() {
         let text = "Name:\tcounter\nState:\tS (sleeping)\nTgid:\t215\nNgid:\t0\n\
-                    Pid:\t215\nPPid:\t212\nTracerPid:\t0\nNSpid:\t215\t3\nNSpgid:\t215\t3\n";
+                    Pid:\t215\nPPid:\t212\nTracerPid:\t0\nNSpid:\t215\t3\nNSpgid:\t215\t3\n\
+                    NSsid:\t200\t0\n";
         assert_eq!(
             parse_status(text),
             Some(StatusIds {
                 ppid: 212,
-                ns_pid: 3
+                ns_pid: 3,
+                ns_pgid: 3,
+                ns_sid: 0,
             })
         );
         let flat = "PPid:\t1\nNSpid:\t77\n";
@@ -455,7 +479,9 @@ mod tests {
             parse_status(flat),
             Some(StatusIds {
                 ppid: 1,
-                ns_pid: 77
+                ns_pid: 77,
+                ns_pgid: 0,
+                ns_sid: 0,
             })
         );
         assert_eq!(parse_status("PPid:\t1\n"), None);
@@ -467,6 +493,8 @@ mod tests {
             guest_pid,
             guest_ppid,
             ns_pid,
+            ns_pgid: 0,
+            ns_sid: 0,
             comm: comm.into(),
         }
     }
