@@ -79,7 +79,8 @@ fn guest_runs_our_kernel_with_our_options_and_patches() {
     }
     let frozen = run(
         &mut agent,
-        "mkdir /sys/fs/cgroup/t && sleep 100 & pid=$!; echo $pid > /sys/fs/cgroup/t/cgroup.procs; \
+        "mkdir /sys/fs/cgroup/t || exit 1; sleep 100 & pid=$!; \
+         echo $pid > /sys/fs/cgroup/t/cgroup.procs || exit 1; \
          echo 1 > /sys/fs/cgroup/t/cgroup.freeze; \
          for i in $(seq 100); do grep -q 'frozen 1' /sys/fs/cgroup/t/cgroup.events && break; sleep 0.1; done; \
          cat /sys/fs/cgroup/t/cgroup.events; \
