@@ -397,6 +397,29 @@ fn sessions_and_process_groups_survive() {
         keep(&before),
         "before: {before}\nafter: {after}"
     );
+
+    // A restored container can be checkpointed again: its manifest carries
+    // the same spec, and the same sessions.
+    let request = ContainerCheckpoint {
+        container: "sess".into(),
+        stream: true,
+        leave_running: true,
+        ..ContainerCheckpoint::default()
+    };
+    let mut second = Vec::new();
+    let mut fresh = _vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .unwrap();
+    fresh
+        .container_checkpoint(request, &mut second, &mut |_| {})
+        .unwrap();
+    let (m1, m2) = (manifest_of(&image), manifest_of(&second));
+    assert_eq!(m2.spec, m1.spec);
+    let sessions = |m: &Manifest| -> Vec<(i32, i32, i32)> {
+        m.processes.iter().map(|p| (p.pid, p.pgid, p.sid)).collect()
+    };
+    assert_eq!(sessions(&m2), sessions(&m1));
     a.container_delete("sess", true).unwrap();
     drop(a);
     drop(_vm);

@@ -44,6 +44,7 @@ use self::spec::SpecError;
 
 pub(super) use self::lifecycle::adopt;
 pub use self::lifecycle::{Container, Lifecycle};
+pub(super) use self::ops::prepare;
 pub use self::ops::{create, delete, exec, freeze, kill, list, start, state, thaw};
 pub use self::registry::Registry;
 

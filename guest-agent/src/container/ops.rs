@@ -2,7 +2,7 @@
 //! list, exec, freeze, thaw, kill and delete.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
 use std::time::Duration;
 
@@ -14,10 +14,49 @@ use super::cgroup::{Cgroup, Limits, CGROUP_ROOT};
 // The module only: this file defines the request function `create`.
 use super::create::{self};
 use super::exec::Entry;
+use super::spec::Config;
 use super::{
     adopt, checkpoint, spec, Container, ContainerError, Lifecycle, Registry, CGROUP_EMPTY_WAIT,
     DEFAULT_FREEZE_TIMEOUT, EXIT_WAIT, STATE_DIR,
 };
+
+/// The agent's directory and the cgroup of a new container, created or
+/// restored, with `spec` as given saved in the directory for the manifest
+/// of a later checkpoint. Nothing is left when it fails.
+pub(crate) fn prepare(
+    id: &str,
+    spec: &serde_json::Value,
+    config: &Config,
+) -> Result<(PathBuf, Cgroup), ContainerError> {
+    let state_dir = Path::new(STATE_DIR).join(id);
+    std::fs::create_dir_all(&state_dir).map_err(|source| ContainerError::StateDir {
+        path: state_dir.clone(),
+        source,
+    })?;
+    let spec_path = state_dir.join(checkpoint::SPEC_FILE);
+    if let Err(source) = std::fs::write(&spec_path, spec.to_string()) {
+        let _ = std::fs::remove_dir_all(&state_dir);
+        return Err(ContainerError::StateDir {
+            path: spec_path,
+            source,
+        });
+    }
+    let limits = Limits {
+        memory: config.memory_limit,
+        pids: config.pids_limit,
+    };
+    match Cgroup::create(Path::new(CGROUP_ROOT), id, limits) {
+        Ok(cgroup) => Ok((state_dir, cgroup)),
+        Err(source) => {
+            let _ = std::fs::remove_dir_all(&state_dir);
+            Err(ContainerError::Cgroup {
+                op: "create",
+                id: id.to_owned(),
+                source,
+            })
+        }
+    }
+}
 
 /// `container_create`.
 pub fn create(
@@ -30,35 +69,7 @@ pub fn create(
         id: id.clone(),
         source,
     })?;
-    let state_dir = Path::new(STATE_DIR).join(&id);
-    std::fs::create_dir_all(&state_dir).map_err(|source| ContainerError::StateDir {
-        path: state_dir.clone(),
-        source,
-    })?;
-    // The spec as given, for the manifest of a later checkpoint.
-    let spec_path = state_dir.join(checkpoint::SPEC_FILE);
-    if let Err(source) = std::fs::write(&spec_path, request.spec.to_string()) {
-        let _ = std::fs::remove_dir_all(&state_dir);
-        return Err(ContainerError::StateDir {
-            path: spec_path,
-            source,
-        });
-    }
-    let limits = Limits {
-        memory: config.memory_limit,
-        pids: config.pids_limit,
-    };
-    let cgroup = match Cgroup::create(Path::new(CGROUP_ROOT), &id, limits) {
-        Ok(cgroup) => cgroup,
-        Err(source) => {
-            let _ = std::fs::remove_dir_all(&state_dir);
-            return Err(ContainerError::Cgroup {
-                op: "create",
-                id,
-                source,
-            });
-        }
-    };
+    let (state_dir, cgroup) = prepare(&id, &request.spec, &config)?;
     let spawned = match create::spawn(&config, &cgroup, &state_dir.join("init.log")) {
         Ok(spawned) => spawned,
         Err(source) => {

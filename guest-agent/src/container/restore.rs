@@ -28,10 +28,10 @@ use crvmm_cr_image::container::{ContainerReader, Event, Manifest};
 use crvmm_protocol::transfer::{read_incoming, Incoming};
 use crvmm_protocol::{AgentError, ContainerInfo, ContainerRestore, ErrorKind, Response};
 
-use super::cgroup::{Cgroup, Limits, CGROUP_ROOT};
+use super::cgroup::Cgroup;
 use super::restorer::{RestorePlan, RestoreProc};
 use super::spec::{self, Namespace};
-use super::{adopt, create, Container, ContainerError, Lifecycle, Registry, STATE_DIR};
+use super::{adopt, create, prepare, Container, ContainerError, Lifecycle, Registry};
 
 mod watch_restart;
 use watch_restart::{restored, Outcome};
@@ -159,23 +159,7 @@ pub fn restore(
         id: id.to_owned(),
         source,
     })?;
-    let state_dir = Path::new(STATE_DIR).join(id);
-    std::fs::create_dir_all(&state_dir).map_err(|source| ContainerError::StateDir {
-        path: state_dir.clone(),
-        source,
-    })?;
-    let limits = Limits {
-        memory: config.memory_limit,
-        pids: config.pids_limit,
-    };
-    let cgroup = Cgroup::create(Path::new(CGROUP_ROOT), id, limits).map_err(|source| {
-        let _ = std::fs::remove_dir_all(&state_dir);
-        ContainerError::Cgroup {
-            op: "create",
-            id: id.to_owned(),
-            source,
-        }
-    })?;
+    let (state_dir, cgroup) = prepare(id, &manifest.spec, &config)?;
     let log_path = state_dir.join("init.log");
     let undo = |cgroup: &Cgroup| {
         let _ = cgroup.kill();
