@@ -680,3 +680,77 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
     drop(vm_box);
     sandbox.assert_clean();
 }
+
+/// A zombie or a stopped process in the container: refused by name before
+/// anything is dumped (stage 1 would restore either as running), and the
+/// container runs on.
+#[test]
+fn zombies_and_stopped_processes_are_refused_by_name() {
+    let sandbox = Sandbox::new();
+    let (boxed_vm, mut agent) = boot(&sandbox, "ckpt-states");
+    let vm = boxed_vm.as_ref();
+    let counter = format!("{PROGRAMS}/counter");
+    let find = |agent: &mut AgentConnection, id: &str, state: char| -> String {
+        let script = format!(
+            "for s in /proc/[0-9]*/status; do grep -q '^State:.{state}' $s && \
+             grep '^Pid:' $s | cut -f2; done; true"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = agent
+                .container_exec(id, ExecRequest::new(["sh", "-c", &script]))
+                .unwrap();
+            let pids = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if !pids.is_empty() {
+                return pids;
+            }
+            assert!(Instant::now() < deadline, "no {state} process in {id}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // The sleeper is reparented to the init (counter), which never reaps it.
+    let script = format!("(sleep 1 &); exec {counter} 1 /tmp/state");
+    let info = agent
+        .container_create(
+            "zombie",
+            BasicSpec::new(["sh", "-c", &script]).to_json(),
+            true,
+        )
+        .unwrap();
+    wait_count_above(&mut agent, info.pid, "/tmp/state", 1);
+    let zombie = find(&mut agent, "zombie", 'Z');
+    let (err, _) = checkpoint_err(vm, streamed("zombie"));
+    assert!(
+        err.message.contains(&format!("process {zombie} (sleep"))
+            && err.message.contains("is a zombie"),
+        "{err}"
+    );
+    assert_runs_on(&mut agent, "zombie", info.pid, "/tmp/state");
+    agent.container_delete("zombie", true).unwrap();
+
+    let script = format!("sleep 1000 & exec {counter} 1 /tmp/state");
+    let info = agent
+        .container_create(
+            "stopped",
+            BasicSpec::new(["sh", "-c", &script]).to_json(),
+            true,
+        )
+        .unwrap();
+    wait_count_above(&mut agent, info.pid, "/tmp/state", 1);
+    let out = agent
+        .container_exec(
+            "stopped",
+            ExecRequest::new(["sh", "-c", "kill -STOP $(pidof sleep)"]),
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    find(&mut agent, "stopped", 'T');
+    let (err, _) = checkpoint_err(vm, streamed("stopped"));
+    assert!(err.message.contains("stopped (SIGSTOP"), "{err}");
+    assert_runs_on(&mut agent, "stopped", info.pid, "/tmp/state");
+    agent.container_delete("stopped", true).unwrap();
+    drop(agent);
+    drop(boxed_vm);
+    sandbox.assert_clean();
+}

@@ -108,6 +108,22 @@ pub enum DumpError {
         /// The kernel's log line (or the errno's description without one).
         log: String,
     },
+    /// A process in a state stage 1 cannot restore (a zombie, a stopped
+    /// process), found before anything is dumped.
+    #[error(
+        "process {pid} ({comm}, guest pid {guest_pid}) is {what}: not supported yet \
+         (restart would bring it back running)"
+    )]
+    Unsupported {
+        /// Its pid in the container.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// Its guest pid.
+        guest_pid: i32,
+        /// Its state, in words.
+        what: &'static str,
+    },
     /// Writing the image failed (a destination, or the writer itself).
     #[error("writing the image of process {pid} ({comm})")]
     Write {
@@ -130,6 +146,7 @@ impl DumpError {
         match self {
             DumpError::Kernel { errno, .. } => *errno as i32,
             DumpError::TooMany(_) => libc::E2BIG,
+            DumpError::Unsupported { .. } => libc::EOPNOTSUPP,
             DumpError::OutsideParent { .. } => libc::EBUSY,
             DumpError::Status(_) | DumpError::NoInit(_) => libc::ESRCH,
             DumpError::List(_) => libc::EIO,
@@ -143,11 +160,12 @@ impl DumpError {
 
     /// True when the kernel refused something it does not support.
     pub fn is_unsupported(&self) -> bool {
-        matches!(
-            self,
-            DumpError::Kernel { errno, .. }
-                if matches!(errno, Errno::EOPNOTSUPP | Errno::ETOOMANYREFS)
-        )
+        matches!(self, DumpError::Unsupported { .. })
+            || matches!(
+                self,
+                DumpError::Kernel { errno, .. }
+                    if matches!(errno, Errno::EOPNOTSUPP | Errno::ETOOMANYREFS)
+            )
     }
 }
 
@@ -190,6 +208,18 @@ pub fn parse_status(text: &str) -> Option<StatusIds> {
     })
 }
 
+/// The state of a `/proc/<pid>/status` text in words, if stage 1 cannot
+/// restore a process in it.
+pub fn unsupported_state(status: &str) -> Option<&'static str> {
+    let state = status.lines().find_map(|l| l.strip_prefix("State:"))?;
+    match state.trim_start().chars().next()? {
+        'Z' => Some("a zombie (exited, not yet reaped by its parent)"),
+        'T' => Some("stopped (SIGSTOP or a job-control signal)"),
+        't' => Some("stopped by a tracer"),
+        _ => None,
+    }
+}
+
 /// One process found in the cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -207,16 +237,71 @@ pub struct Found {
     pub comm: String,
 }
 
-/// Reads what the manifest needs about each guest PID in `pids`.
+/// Reads what the manifest needs about each guest PID in `pids`, and
+/// refuses a child of theirs that is not among them: a zombie (cgroup.procs
+/// does not list exited processes) or a process moved to another cgroup.
 pub fn inspect(pids: &[u32]) -> Result<Vec<Found>, DumpError> {
+    let found = inspect_listed(pids)?;
+    refuse_unlisted_children(pids)?;
+    Ok(found)
+}
+
+fn refuse_unlisted_children(pids: &[u32]) -> Result<(), DumpError> {
+    let listed: std::collections::BTreeSet<i32> = pids.iter().map(|&p| p as i32).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Ok(());
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if listed.contains(&pid) {
+            continue;
+        }
+        // A process that ended meanwhile is no concern.
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let Some(ids) = parse_status(&status) else {
+            continue;
+        };
+        if !listed.contains(&ids.ppid) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        return Err(DumpError::Unsupported {
+            pid: ids.ns_pid,
+            comm: comm.trim_end().to_owned(),
+            guest_pid: pid,
+            what: unsupported_state(&status)
+                .unwrap_or("a child of the container outside its cgroup"),
+        });
+    }
+    Ok(())
+}
+
+fn inspect_listed(pids: &[u32]) -> Result<Vec<Found>, DumpError> {
     pids.iter()
         .map(|&pid| {
             let read = |file: &'static str| {
                 std::fs::read_to_string(format!("/proc/{pid}/{file}"))
                     .map_err(|source| DumpError::Proc { pid, file, source })
             };
-            let ids = parse_status(&read("status")?).ok_or(DumpError::Status(pid))?;
+            let status = read("status")?;
+            let ids = parse_status(&status).ok_or(DumpError::Status(pid))?;
             let comm = read("comm")?.trim_end_matches('\n').to_owned();
+            if let Some(what) = unsupported_state(&status) {
+                return Err(DumpError::Unsupported {
+                    pid: ids.ns_pid,
+                    comm,
+                    guest_pid: pid as i32,
+                    what,
+                });
+            }
             Ok(Found {
                 guest_pid: pid as i32,
                 guest_ppid: ids.ppid,
@@ -486,6 +571,19 @@ mod tests {
         );
         assert_eq!(parse_status("PPid:\t1\n"), None);
         assert_eq!(parse_status("NSpid:\t3\n"), None);
+    }
+
+    #[test]
+    fn zombies_and_stopped_processes_are_named() {
+        assert!(unsupported_state("Name:\tsh\nState:\tZ (zombie)\n")
+            .unwrap()
+            .contains("zombie"));
+        assert!(unsupported_state("State:\tT (stopped)\n")
+            .unwrap()
+            .contains("SIGSTOP"));
+        assert_eq!(unsupported_state("State:\tS (sleeping)\n"), None);
+        assert_eq!(unsupported_state("State:\tD (disk sleep)\n"), None);
+        assert_eq!(unsupported_state("Name:\tx\n"), None);
     }
 
     fn found(guest_pid: i32, guest_ppid: i32, ns_pid: i32, comm: &str) -> Found {
