@@ -216,6 +216,10 @@ fn vsock_survives_pause_and_resume() {
     vm.pause().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     vm.resume().unwrap();
+    // QEMU reconnects its vhost-user vsock backend on resume: wait for the
+    // agent the way the engine does (its probe never abandons a pending
+    // CONNECT, which wedges vhost-device-vsock 0.3.0) before connecting.
+    vm.wait_agent(crvmm_tests::AGENT_TIMEOUT).unwrap();
     // The backend is not wedged: new connections work, and the guest's
     // state is as it was. (A connection left open across a QEMU pause can
     // stall with vhost-user-vsock; clients reconnect, see the README.)
