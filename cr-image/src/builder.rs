@@ -3,7 +3,11 @@
 //! with it. It writes what it is given, valid or not, with the record
 //! lengths, padding, record count and CRC-32 that the contents imply, and
 //! records where each record landed so that a test can damage a chosen
-//! byte. [`ImageBuilder::new`] describes a small, valid process.
+//! byte. [`ImageBuilder::new`] describes a small, valid process with one
+//! thread; [`ImageBuilder::add_thread`], [`ThreadSpec::queue`],
+//! [`ImageBuilder::queue_shared`] and the [`Restart`] constructors add
+//! threads, queued signals and restart blocks, and the interval timers are
+//! `signals.itimer`.
 
 use crc::{Crc, CRC_32_ISO_HDLC};
 
@@ -46,6 +50,88 @@ impl VmaSpec {
     }
 }
 
+/// A thread: its record (with its queued signals), then its registers and
+/// XSAVE state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSpec {
+    /// The thread record's fixed part (`nr_pending` is written as it is).
+    pub thread: Thread,
+    /// The queued signals written after it.
+    pub pending: Vec<Siginfo>,
+    /// Its regs record.
+    pub regs: Regs,
+    /// Its xstate record's fixed part; a standard-format XSAVE buffer of
+    /// `size` bytes with these `xfeatures` follows it.
+    pub xstate: XstateHeader,
+}
+
+impl ThreadSpec {
+    /// Queues a signal on this thread, counted in `nr_pending`.
+    pub fn queue(&mut self, si: Siginfo) -> &mut Self {
+        self.pending.push(si);
+        self.thread.nr_pending = self.pending.len() as u32;
+        self
+    }
+}
+
+/// A queued signal as `kill()` (`SI_USER`), `sigqueue()` (`SI_QUEUE`) or
+/// `tgkill()` (`SI_TKILL`) sends it: `code`, sender's pid and uid (and the
+/// value, which only `sigqueue()` sets).
+pub fn user_signal(signo: i32, code: i32, pid: i32, uid: u32, value: u64) -> Siginfo {
+    let mut si = Siginfo::new(signo, 0, code);
+    si.info[16..20].copy_from_slice(&pid.to_le_bytes());
+    si.info[20..24].copy_from_slice(&uid.to_le_bytes());
+    si.info[24..32].copy_from_slice(&value.to_le_bytes());
+    si
+}
+
+/// `si_code` of `kill()`.
+pub const SI_USER: i32 = 0;
+/// `si_code` of `sigqueue()`.
+pub const SI_QUEUE: i32 = -1;
+/// `si_code` of `tkill()` and `tgkill()`.
+pub const SI_TKILL: i32 = -6;
+
+impl Restart {
+    /// An interrupted `clock_nanosleep()` on `clockid` until `expires`
+    /// (rmtp 0: none).
+    pub fn nanosleep(clockid: u32, expires: u64, rmtp: u64) -> Self {
+        Restart {
+            kind: RESTART_NANOSLEEP,
+            clockid,
+            expires,
+            addr: rmtp,
+            ..Restart::default()
+        }
+    }
+
+    /// An interrupted `FUTEX_WAIT_BITSET` (`expires` 0: no timeout).
+    pub fn futex(uaddr: u64, val: u32, bitset: u32, flags: u32, expires: u64) -> Self {
+        Restart {
+            kind: RESTART_FUTEX,
+            expires,
+            addr: uaddr,
+            val,
+            bitset,
+            flags,
+            ..Restart::default()
+        }
+    }
+
+    /// An interrupted `poll()` of `nfds` descriptors at `ufds`, with a
+    /// timeout at `expires` or none.
+    pub fn poll(ufds: u64, nfds: u32, expires: Option<u64>) -> Self {
+        Restart {
+            kind: RESTART_POLL,
+            expires: expires.unwrap_or(0),
+            addr: ufds,
+            val: nfds,
+            flags: u32::from(expires.is_some()),
+            ..Restart::default()
+        }
+    }
+}
+
 /// A checkpoint that failed: an error record instead of the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -62,7 +148,7 @@ pub struct Failure {
 pub struct ImageBuilder {
     /// The header record.
     pub header: ImageHeader,
-    /// The task record.
+    /// The task record (`nr_threads` is written as it is).
     pub task: Task,
     /// The creds record's fixed part (`ngroups` is written as it is).
     pub creds: Creds,
@@ -70,11 +156,12 @@ pub struct ImageBuilder {
     pub groups: Vec<u32>,
     /// The sighand record.
     pub sighand: Sighand,
-    /// The regs record.
-    pub regs: Regs,
-    /// The xstate record's fixed part; a standard-format XSAVE buffer of
-    /// `size` bytes with these `xfeatures` follows it.
-    pub xstate: XstateHeader,
+    /// The signals record's fixed part (`nr_pending` is written as it is).
+    pub signals: SignalsHeader,
+    /// The process-wide queued signals written after it.
+    pub shared_pending: Vec<Siginfo>,
+    /// The threads, the group leader first.
+    pub threads: Vec<ThreadSpec>,
     /// The mm record (`nr_vmas` is written as it is).
     pub mm: Mm,
     /// The VMA records.
@@ -180,6 +267,8 @@ pub mod layout {
     pub const ANON: u64 = 0x7f00_0000_0000;
     /// The stack, which ends at the vvar area.
     pub const STACK: u64 = 0x7ffd_fffd_f000;
+    /// The group leader's thread id, and the process's pid.
+    pub const TID: i32 = 74;
     /// The vvar area, four pages below the vDSO.
     pub const VVAR: u64 = 0x7ffe_0000_0000;
     /// The vDSO text.
@@ -195,9 +284,11 @@ impl Default for ImageBuilder {
 }
 
 impl ImageBuilder {
-    /// A valid image of a small process: five VMAs (text and data of
-    /// `/bin/cr_target`, heap, an anonymous mapping, the stack), seven
-    /// saved pages, made by the crvmm kernel on a 4-level paging CPU.
+    /// A valid image of a small process: one thread (tid 74) with an rseq
+    /// area and a robust list, nothing queued, no interval timer, five VMAs
+    /// (text and data of `/bin/cr_target`, heap, an anonymous mapping, the
+    /// stack), seven saved pages, made by the crvmm kernel on a 4-level
+    /// paging CPU.
     pub fn new() -> Self {
         use layout::*;
         let mut rlim = [Rlimit {
@@ -254,21 +345,12 @@ impl ImageBuilder {
             },
             task: Task {
                 comm: c_array("cr_target"),
-                pid: 74,
-                tgid: 74,
+                pid: TID,
+                tgid: TID,
                 personality: 0,
                 nr_rlimits: NLIMITS as u32,
-                blocked: 1 << 14,
-                sas_ss_sp: 0,
-                sas_ss_size: 0,
-                sas_ss_flags: 0,
-                rseq_len: 32,
-                rseq: ANON + 0x3020,
-                rseq_sig: 0x5305_3053,
+                nr_threads: 1,
                 pad: 0,
-                clear_child_tid: ANON + 0x3010,
-                robust_list: ANON + 0x3040,
-                robust_list_len: 24,
                 rlim,
             },
             creds: Creds {
@@ -280,12 +362,34 @@ impl ImageBuilder {
             },
             groups: vec![0, 10],
             sighand: Sighand { action },
-            regs: Regs { gregs, pad: 0 },
-            xstate: XstateHeader {
-                xfeatures: 0x7,
-                size: 832,
-                pad: 0,
-            },
+            signals: SignalsHeader::default(),
+            shared_pending: Vec::new(),
+            threads: vec![ThreadSpec {
+                thread: Thread {
+                    comm: c_array("cr_target"),
+                    tid: TID,
+                    nr_pending: 0,
+                    blocked: 1 << 14,
+                    sas_ss_sp: 0,
+                    sas_ss_size: 0,
+                    sas_ss_flags: 0,
+                    rseq_len: 32,
+                    rseq: ANON + 0x3020,
+                    rseq_sig: 0x5305_3053,
+                    pad: 0,
+                    clear_child_tid: ANON + 0x3010,
+                    robust_list: ANON + 0x3040,
+                    robust_list_len: 24,
+                    restart: Restart::default(),
+                },
+                pending: Vec::new(),
+                regs: Regs { gregs, pad: 0 },
+                xstate: XstateHeader {
+                    xfeatures: 0x7,
+                    size: 832,
+                    pad: 0,
+                },
+            }],
             mm: Mm {
                 start_code: TEXT,
                 end_code: TEXT + 0x1800,
@@ -325,6 +429,46 @@ impl ImageBuilder {
         b.mm.nr_vmas = 0;
         b.pages.clear();
         b
+    }
+
+    /// The group leader, the first thread.
+    pub fn leader(&mut self) -> &mut ThreadSpec {
+        &mut self.threads[0]
+    }
+
+    /// Adds a thread with id `tid` and `task.nr_threads` to match: a copy
+    /// of the leader, named `cr_worker`, with nothing queued, no restart
+    /// block, and its own rseq area, tid address, robust list and stack
+    /// pointer (in the anonymous mapping and the stack, 256 bytes and a
+    /// page apart per thread).
+    pub fn add_thread(&mut self, tid: i32) -> &mut ThreadSpec {
+        let n = self.threads.len() as u64;
+        let leader = &self.threads[0];
+        let mut t = ThreadSpec {
+            pending: Vec::new(),
+            ..leader.clone()
+        };
+        t.thread.comm = c_array("cr_worker");
+        t.thread.tid = tid;
+        t.thread.nr_pending = 0;
+        t.thread.restart = Restart::default();
+        let area = n * 0x100;
+        t.thread.rseq = leader.thread.rseq + area;
+        t.thread.clear_child_tid = leader.thread.clear_child_tid + area;
+        t.thread.robust_list = leader.thread.robust_list + area;
+        let sp = GREG_NAMES.iter().position(|g| *g == "sp").unwrap_or(0);
+        t.regs.gregs[sp] = leader.regs.gregs[sp].saturating_sub(n * PAGE_SIZE);
+        self.threads.push(t);
+        self.task.nr_threads = self.threads.len() as u32;
+        self.threads.last_mut().expect("just pushed")
+    }
+
+    /// Queues a signal on the process-wide queue, counted in
+    /// `signals.nr_pending`.
+    pub fn queue_shared(&mut self, si: Siginfo) -> &mut Self {
+        self.shared_pending.push(si);
+        self.signals.nr_pending = self.shared_pending.len() as u32;
+        self
     }
 
     /// Writes the image.
@@ -378,20 +522,36 @@ impl ImageBuilder {
         w.record(RecordType::Sighand, &payload);
 
         payload.clear();
-        self.regs.encode(&mut payload);
-        w.record(RecordType::Regs, &payload);
+        self.signals.encode(&mut payload);
+        for si in &self.shared_pending {
+            si.encode(&mut payload);
+        }
+        w.record(RecordType::Signals, &payload);
 
-        payload.clear();
-        self.xstate.encode(&mut payload);
-        let mut buf = vec![0u8; self.xstate.size as usize];
-        if let Some(mxcsr) = buf.get_mut(24..28) {
-            mxcsr.copy_from_slice(&0x1f80u32.to_le_bytes());
+        for t in &self.threads {
+            payload.clear();
+            t.thread.encode(&mut payload);
+            for si in &t.pending {
+                si.encode(&mut payload);
+            }
+            w.record(RecordType::Thread, &payload);
+
+            payload.clear();
+            t.regs.encode(&mut payload);
+            w.record(RecordType::Regs, &payload);
+
+            payload.clear();
+            t.xstate.encode(&mut payload);
+            let mut buf = vec![0u8; t.xstate.size as usize];
+            if let Some(mxcsr) = buf.get_mut(24..28) {
+                mxcsr.copy_from_slice(&0x1f80u32.to_le_bytes());
+            }
+            if let Some(xf) = buf.get_mut(XSAVE_HDR_XFEATURES..XSAVE_HDR_XFEATURES + 8) {
+                xf.copy_from_slice(&t.xstate.xfeatures.to_le_bytes());
+            }
+            payload.extend_from_slice(&buf);
+            w.record(RecordType::Xstate, &payload);
         }
-        if let Some(xf) = buf.get_mut(XSAVE_HDR_XFEATURES..XSAVE_HDR_XFEATURES + 8) {
-            xf.copy_from_slice(&self.xstate.xfeatures.to_le_bytes());
-        }
-        payload.extend_from_slice(&buf);
-        w.record(RecordType::Xstate, &payload);
 
         payload.clear();
         self.mm.encode(&mut payload);

@@ -3,18 +3,23 @@
 //! `cr_read_trailer()` of `image.c`), for what the host can judge. They
 //! are pure: the record's bytes and position in, the decoded record or the
 //! error that names the field out. What depends on earlier records (record
-//! order, VMA order, page addresses) is `verify`'s.
+//! order, thread count and ids, VMA order, page addresses) is `verify`'s.
+//! The records of threads and signals are checked in `thread`.
 
 use std::mem::{offset_of, size_of};
 
 use crate::format::{
     c_str, greg, named, Creds, ErrorHeader, ImageHeader, Le, Mm, Named, PagesHeader, RecordType,
     Regs, Sighand, Task, Trailer, Vma, Wire, XstateHeader, ARCH_X86_64, AT_NULL, FORMAT_VERSION,
-    GREG_NAMES, IMAGE_MAGIC, MAX_GROUPS, MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN,
-    PAGE_SIZE, PROT_MASK, TRAILER_MAGIC, VMA_ANON, VMA_FILE, VMA_FLAGS_MASK, VMA_GROWSDOWN,
-    XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
+    GREG_NAMES, IMAGE_MAGIC, MAX_GROUPS, MAX_THREADS, MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK,
+    PAGE_ENTRY_LEN, PAGE_SIZE, PROT_MASK, TRAILER_MAGIC, VMA_ANON, VMA_FILE, VMA_FLAGS_MASK,
+    VMA_GROWSDOWN, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
 };
 use crate::{At, ImageError};
+
+mod thread;
+
+pub(crate) use thread::{signals, thread};
 
 /// The values of Linux 6.12 on x86-64 (the pinned guest kernel) that
 /// restart checks records against.
@@ -25,6 +30,19 @@ pub(crate) mod linux {
     pub const USER_DS: u64 = 0x2b;
     /// `SS_AUTODISARM`, the one flag restart takes in `sas_ss_flags`.
     pub const SS_AUTODISARM: u32 = 1 << 31;
+    /// `SS_ONSTACK`: a sigaltstack mode (the thread is running on it).
+    pub const SS_ONSTACK: u32 = 1;
+    /// `SS_DISABLE`: the sigaltstack mode of no alternate stack.
+    pub const SS_DISABLE: u32 = 2;
+    /// `SI_TIMER`: the `si_code` of a POSIX timer's signal.
+    pub const SI_TIMER: i32 = -2;
+    /// The clocks a nanosleep restart block may be on: `CLOCK_REALTIME`,
+    /// `CLOCK_MONOTONIC`, `CLOCK_BOOTTIME`, `CLOCK_TAI`.
+    pub const NANOSLEEP_CLOCKS: [u32; 4] = [0, 1, 7, 11];
+    /// The most descriptors a poll restart block may wait on.
+    pub const POLL_MAX_NFDS: u32 = 1 << 20;
+    /// `KTIME_MAX`: the latest time, in nanoseconds.
+    pub const KTIME_MAX: u64 = i64::MAX as u64;
     /// `PER_MASK`.
     pub const PER_MASK: u32 = 0xff;
     /// `PER_LINUX`.
@@ -176,7 +194,9 @@ pub(crate) fn header(ctx: &Ctx, payload: &[u8]) -> Result<ImageHeader, ImageErro
     Ok(h)
 }
 
-/// `cr_read_task()`, less the permission to raise hard limits.
+/// `cr_read_task()`, less the permission to raise hard limits. What v1
+/// checked here of the thread (sigaltstack, rseq, tid address, robust
+/// list) is `thread::thread`'s now.
 pub(crate) fn task(ctx: &Ctx, payload: &[u8]) -> Result<Task, ImageError> {
     let t = Task::from_bytes(payload);
     if !t.comm.contains(&0) {
@@ -188,36 +208,13 @@ pub(crate) fn task(ctx: &Ctx, payload: &[u8]) -> Result<Task, ImageError> {
     if nr.value != crate::format::NLIMITS as u64 {
         return Err(ctx.bad(nr, "must be 16 (RLIM_NLIMITS)"));
     }
+    let threads = named!(Task, t.nr_threads);
+    if t.nr_threads == 0 || t.nr_threads > MAX_THREADS {
+        return Err(ctx.bad(threads, "not 1 to CR_MAX_THREADS (4096) threads"));
+    }
     if t.personality & PER_MASK != PER_LINUX {
         let f = named!(Task, t.personality);
         return Err(ctx.bad(f, "restart supports only the PER_LINUX personality"));
-    }
-    if t.sas_ss_flags & !SS_AUTODISARM != 0 {
-        let f = named!(Task, t.sas_ss_flags);
-        return Err(ctx.bad(f, "restart takes no flag but SS_AUTODISARM"));
-    }
-    let sp = named!(Task, t.sas_ss_sp);
-    let size = named!(Task, t.sas_ss_size);
-    range_from(ctx, sp, size, "sas_ss_sp + sas_ss_size")?;
-    ctx.user_range(
-        named!(Task, t.clear_child_tid),
-        named!(Task, t.clear_child_tid),
-    )?;
-    ctx.user_range(named!(Task, t.robust_list), named!(Task, t.robust_list))?;
-    let robust_len = named!(Task, t.robust_list_len);
-    if robust_len.value > PAGE_SIZE {
-        return Err(ctx.bad(robust_len, "longer than a page"));
-    }
-    if t.rseq_len != 0 {
-        let len = named!(Task, t.rseq_len);
-        if t.rseq_len < RSEQ_MIN_LEN || u64::from(t.rseq_len) > PAGE_SIZE {
-            return Err(ctx.bad(len, "an rseq area has 32 bytes to a page"));
-        }
-        let rseq = named!(Task, t.rseq);
-        if !rseq.value.is_multiple_of(RSEQ_ALIGN) {
-            return Err(ctx.bad(rseq, "not 32-byte aligned"));
-        }
-        range_from(ctx, rseq, len, "rseq + rseq_len")?;
     }
     for (i, l) in t.rlim.iter().enumerate() {
         let off = offset_of!(Task, rlim) + i * 16;

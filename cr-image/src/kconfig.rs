@@ -9,6 +9,8 @@
 //! `crc32_le` is zlib's CRC-32 without the final inversion, so
 //! `lo = !crc32(v)` and `hi = !crc32(v ++ v)`.
 
+use std::sync::OnceLock;
+
 use crc::{Crc, CRC_32_ISO_HDLC};
 use serde::Serialize;
 
@@ -42,10 +44,16 @@ impl KernelConfig {
         at_vector_size: 50,
     };
 
-    /// Its config hash.
+    /// Its config hash (in an image of this build's format version, which
+    /// the hash covers).
     pub fn hash(&self) -> u64 {
+        self.hash_of_version(FORMAT_VERSION)
+    }
+
+    /// Its config hash in an image of format version `version`.
+    fn hash_of_version(&self, version: u32) -> u64 {
         let values = [
-            u64::from(FORMAT_VERSION),
+            u64::from(version),
             PAGE_SIZE,
             self.task_size,
             (NR_GREGS * 8) as u64, // sizeof(struct user_regs_struct)
@@ -71,29 +79,36 @@ impl KernelConfig {
     /// The configuration whose hash is `hash`, among those an x86-64
     /// kernel of this format can have: 4-level paging (with or without
     /// `CONFIG_X86_5LEVEL`) or 5-level, with or without rseq, and any even
-    /// `AT_VECTOR_SIZE` from 40 to the image's 64 auxv words.
+    /// `AT_VECTOR_SIZE` from 40 to the image's 64 auxv words. (Their 78
+    /// hashes are computed once per process.)
     pub fn recognise(hash: u64) -> Option<KernelConfig> {
+        static KNOWN: OnceLock<Vec<(u64, KernelConfig)>> = OnceLock::new();
+        KNOWN
+            .get_or_init(|| Self::candidates().map(|c| (c.hash(), c)).collect())
+            .iter()
+            .find(|(h, _)| *h == hash)
+            .map(|&(_, c)| c)
+    }
+
+    /// Every configuration `recognise` knows.
+    fn candidates() -> impl Iterator<Item = KernelConfig> {
         let paging = [
             (TASK_SIZE_4LEVEL, false),
             (TASK_SIZE_4LEVEL, true),
             (TASK_SIZE_5LEVEL, true),
         ];
-        for (task_size, five_level) in paging {
-            for rseq in [true, false] {
-                for at_vector_size in (40..=64).step_by(2) {
-                    let config = KernelConfig {
+        paging.into_iter().flat_map(|(task_size, five_level)| {
+            [true, false].into_iter().flat_map(move |rseq| {
+                (40..=64)
+                    .step_by(2)
+                    .map(move |at_vector_size| KernelConfig {
                         task_size,
                         five_level,
                         rseq,
                         at_vector_size,
-                    };
-                    if config.hash() == hash {
-                        return Some(config);
-                    }
-                }
-            }
-        }
-        None
+                    })
+            })
+        })
     }
 }
 
@@ -119,17 +134,42 @@ impl std::fmt::Display for KernelConfig {
 mod tests {
     use super::*;
 
-    /// The hashes the kernel logged in `guest-kernel/patches-wip/test/`:
-    /// the default build on a 4-level CPU and the debug build under LA57.
+    /// The hashes the format version 1 kernel logged in
+    /// `guest-kernel/patches-wip/test/` (the default build on a 4-level
+    /// CPU and the debug build under LA57): the algorithm is the kernel's.
     #[test]
-    fn hashes_match_the_kernels() {
-        assert_eq!(KernelConfig::CRVMM_4LEVEL.hash(), 0x1095_888b_86b8_3dcc);
-        let debug = KernelConfig::recognise(0x4466_7237_c968_8fb7).unwrap();
-        assert_eq!(debug.task_size, TASK_SIZE_5LEVEL);
+    fn version_1_hashes_match_the_kernels() {
+        let v1 = |c: KernelConfig| c.hash_of_version(1);
+        assert_eq!(v1(KernelConfig::CRVMM_4LEVEL), 0x1095_888b_86b8_3dcc);
+        let debug = KernelConfig {
+            task_size: TASK_SIZE_5LEVEL,
+            ..KernelConfig::CRVMM_4LEVEL
+        };
+        assert_eq!(v1(debug), 0x4466_7237_c968_8fb7);
+    }
+
+    /// `CRVMM_4LEVEL`'s hash in a version 2 image.
+    const HASH_V2_4LEVEL: u64 = 0xca70_6ad5_a2d0_95f3;
+    /// The same kernel under LA57 (the debug build's).
+    const HASH_V2_LA57_DEBUG: u64 = 0x9e83_9069_ed00_2788;
+
+    /// Version 2 changes every hash (the version is the first value
+    /// hashed); these are computed, with the algorithm checked above.
+    #[test]
+    fn version_2_hashes() {
+        assert_eq!(FORMAT_VERSION, 2);
+        let hash = KernelConfig::CRVMM_4LEVEL.hash();
+        assert_ne!(hash, 0x1095_888b_86b8_3dcc);
+        assert_eq!(hash, HASH_V2_4LEVEL);
         assert_eq!(
-            KernelConfig::recognise(0x1095_888b_86b8_3dcc),
+            KernelConfig::recognise(HASH_V2_4LEVEL),
             Some(KernelConfig::CRVMM_4LEVEL)
         );
+        let debug = KernelConfig::recognise(HASH_V2_LA57_DEBUG).unwrap();
+        assert_eq!(debug.task_size, TASK_SIZE_5LEVEL);
+        // Version 1 images' hashes are no configuration of version 2.
+        assert_eq!(KernelConfig::recognise(0x1095_888b_86b8_3dcc), None);
         assert_eq!(KernelConfig::recognise(1), None);
+        assert_eq!(KernelConfig::candidates().count(), 78);
     }
 }

@@ -1,15 +1,17 @@
 //! Host-side reader and verifier of the checkpoint images written by the
-//! crvmm guest kernel's `checkpoint(2)` (format version 1, defined in
+//! crvmm guest kernel's `checkpoint(2)` (format version 2, defined in
 //! `include/uapi/linux/checkpoint.h` of `guest-kernel/patches/0003-*` and
 //! described in `docs/checkpoint.md`).
 //!
 //! An image is a stream of records read front to back: [`Parser`] reads
 //! one record at a time from any [`Read`] without seeking, checks it the
 //! way `restart(2)` would (and a little more), and keeps only what later
-//! checks need (the VMA ranges, the last page address), so memory stays
-//! bounded whatever the image holds: page data is checksummed and skipped,
-//! never kept, and no length read from the image is allocated before it
-//! has been checked against the bound of its record type.
+//! checks need (the thread ids, the VMA ranges, the last page address), so
+//! memory stays bounded whatever the image holds: page data is checksummed
+//! and skipped, never kept, and no length read from the image is allocated
+//! before it has been checked against the bound of its record type (the
+//! largest record read whole, a thread or signals record with the most
+//! queued signals, is a little over 8 MiB).
 //!
 //! Checks the host cannot judge, because they depend on the kernel or the
 //! CPU that restarts the image (kernel release, configuration, XSAVE
@@ -223,6 +225,28 @@ pub enum ImageError {
         /// The previous VMA's end.
         prev_end: u64,
     },
+    /// Fewer or more thread records than the task record announces.
+    #[error("{at}: the task record announces {declared} threads, found {found} thread records")]
+    ThreadCount {
+        /// The record where the count goes wrong.
+        at: At,
+        /// `nr_threads`.
+        declared: u32,
+        /// Thread records found (at least this many when there are too many).
+        found: u32,
+    },
+    /// Two thread records with the same thread id.
+    #[error(
+        "{at}: thread id {tid} is also the thread of record {first}: thread ids must be distinct"
+    )]
+    DuplicateTid {
+        /// The `tid` field of the second.
+        at: At,
+        /// The thread id.
+        tid: i32,
+        /// The index of the first thread record with it.
+        first: u64,
+    },
     /// Fewer or more VMA records than the mm record announces.
     #[error("{at}: the mm record announces {declared} VMA records, found {found}")]
     VmaCount {
@@ -338,6 +362,8 @@ impl ImageError {
             | Self::PageSize { at, .. }
             | Self::Field { at, .. }
             | Self::BeyondUserSpace { at, .. }
+            | Self::ThreadCount { at, .. }
+            | Self::DuplicateTid { at, .. }
             | Self::VmaOrder { at, .. }
             | Self::VmaCount { at, .. }
             | Self::TooManyPages { at, .. }

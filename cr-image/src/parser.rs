@@ -6,8 +6,8 @@ use std::io::Read;
 use serde::Serialize;
 
 use crate::format::{
-    Creds, ImageHeader, Mm, RecordType, Regs, Sighand, Task, Trailer, Vma, XstateHeader,
-    MAX_RECORD, PAGES_PER_CHUNK, PAGE_SIZE,
+    Creds, ImageHeader, Mm, RecordType, Regs, Sighand, Siginfo, SignalsHeader, Task, Thread,
+    Trailer, Vma, XstateHeader, MAX_RECORD, PAGES_PER_CHUNK, PAGE_SIZE,
 };
 use crate::reader::{Head, RecordReader};
 use crate::verify::{Summary, Verifier};
@@ -31,6 +31,22 @@ pub enum Record {
     },
     /// `CR_REC_SIGHAND`.
     Sighand(Box<Sighand>),
+    /// `CR_REC_SIGNALS`.
+    Signals {
+        /// The fixed part: interval timers, the queue's length.
+        #[serde(flatten)]
+        signals: SignalsHeader,
+        /// The process-wide queue.
+        pending: Vec<Siginfo>,
+    },
+    /// `CR_REC_THREAD`.
+    Thread {
+        /// The fixed part: the thread's own state and restart block.
+        #[serde(flatten)]
+        thread: Box<Thread>,
+        /// Its own queued signals.
+        pending: Vec<Siginfo>,
+    },
     /// `CR_REC_REGS`.
     Regs(Box<Regs>),
     /// `CR_REC_XSTATE` (the XSAVE buffer is not kept).

@@ -1,16 +1,19 @@
 //! The semantic state of a checkpoint image as its records go by: the
-//! record order of format version 1, the VMA layout, the page addresses,
-//! the trailer, and the summary with the notes on what only the restarting
-//! kernel can judge. Field checks of single records are in `checks`.
+//! record order of format version 2 (with its groups of thread records),
+//! the thread ids, the VMA layout, the page addresses, the trailer, and the
+//! summary with the notes on what only the restarting kernel can judge.
+//! Field checks of single records are in `checks`.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::mem::offset_of;
 
 use serde::Serialize;
 
 use crate::checks::{self, linux, Ctx, VdsoArea};
 use crate::format::{
-    c_str, ImageHeader, PagesHeader, RecordType, Wire, AUXV_WORDS, PAGES_PER_CHUNK, PAGE_SIZE,
-    VMA_FILE, VMA_PAGES,
+    c_str, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS, PAGES_PER_CHUNK,
+    PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
 };
 use crate::parser::{PagesSummary, Record};
 use crate::reader::Head;
@@ -27,6 +30,16 @@ pub struct Summary {
     pub comm: String,
     /// Its pid at checkpoint.
     pub pid: i32,
+    /// Its threads (thread records).
+    pub threads: u32,
+    /// Queued signals, the process-wide queue's and the threads' own.
+    pub pending_signals: u64,
+    /// Interval timers armed (of `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`).
+    pub armed_itimers: u32,
+    /// Threads stopped in an interrupted system call that
+    /// `restart_syscall()` resumes (a restart block other than
+    /// `CR_RESTART_NONE`).
+    pub restart_blocks: u32,
     /// Release of the kernel that wrote it.
     pub release: String,
     /// Its config hash.
@@ -59,12 +72,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "good checkpoint image of {} (pid {}) from kernel {}: {} records, {} VMAs, \
-             {} pages in {} page records, {} bytes, CRC-32 {:#010x}",
+            "good checkpoint image of {} (pid {}) from kernel {}: {} records, {} threads, \
+             {} pending signals, {} VMAs, {} pages in {} page records, {} bytes, CRC-32 {:#010x}",
             self.comm,
             self.pid,
             self.release,
             self.records,
+            self.threads,
+            self.pending_signals,
             self.vmas,
             self.pages,
             self.page_records,
@@ -74,14 +89,17 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Where the record order of version 1 is:
-/// `HEADER TASK CREDS SIGHAND REGS XSTATE MM VMA* PAGES+ TRAILER`.
+/// Where the record order of version 2 is:
+/// `HEADER TASK CREDS SIGHAND SIGNALS (THREAD REGS XSTATE)+ MM VMA* PAGES+
+/// TRAILER`, with as many thread groups as the task record announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Header,
     Task,
     Creds,
     Sighand,
+    Signals,
+    Thread,
     Regs,
     Xstate,
     Mm,
@@ -100,6 +118,8 @@ impl Stage {
             Stage::Task => T::Task,
             Stage::Creds => T::Creds,
             Stage::Sighand => T::Sighand,
+            Stage::Signals => T::Signals,
+            Stage::Thread => T::Thread,
             Stage::Regs => T::Regs,
             Stage::Xstate => T::Xstate,
             Stage::Mm => T::Mm,
@@ -117,8 +137,10 @@ impl Stage {
             Stage::Task => "the task record",
             Stage::Creds => "the creds record",
             Stage::Sighand => "the sighand record",
-            Stage::Regs => "the regs record",
-            Stage::Xstate => "the xstate record",
+            Stage::Signals => "the signals record",
+            Stage::Thread => "a thread record",
+            Stage::Regs => "the thread's regs record",
+            Stage::Xstate => "the thread's xstate record",
             Stage::Mm => "the mm record",
             Stage::Vmas => "a vma record",
             Stage::Pages => "a pages record",
@@ -134,6 +156,8 @@ impl Stage {
             Stage::Task => "before the task record",
             Stage::Creds => "before the creds record",
             Stage::Sighand => "before the sighand record",
+            Stage::Signals => "before the signals record",
+            Stage::Thread => "before all the thread records the task record announces",
             Stage::Regs => "before the regs record",
             Stage::Xstate => "before the xstate record",
             Stage::Mm => "before the mm record",
@@ -148,7 +172,9 @@ impl Stage {
             Stage::Header => Stage::Task,
             Stage::Task => Stage::Creds,
             Stage::Creds => Stage::Sighand,
-            Stage::Sighand => Stage::Regs,
+            Stage::Sighand => Stage::Signals,
+            Stage::Signals => Stage::Thread,
+            Stage::Thread => Stage::Regs,
             Stage::Regs => Stage::Xstate,
             Stage::Xstate => Stage::Mm,
             Stage::Mm => Stage::Vmas,
@@ -170,7 +196,11 @@ struct Span {
 /// Distinct file paths named in the notes; more are only mentioned.
 const NOTED_PATHS: usize = 4;
 
-/// The checks that span records. At most `CR_MAX_VMAS` spans are kept.
+/// Thread ids named in the notes; more are only mentioned.
+const NOTED_TIDS: usize = 8;
+
+/// The checks that span records. At most `CR_MAX_THREADS` thread ids and
+/// `CR_MAX_VMAS` spans are kept.
 pub(crate) struct Verifier {
     limits: Limits,
     stage: Stage,
@@ -180,6 +210,14 @@ pub(crate) struct Verifier {
     config: Option<KernelConfig>,
     comm: String,
     pid: i32,
+    /// The task record's thread count.
+    nr_threads: u32,
+    /// The thread ids, in order, and the record of each.
+    tids: Vec<i32>,
+    tid_records: HashMap<i32, u64>,
+    pending_signals: u64,
+    armed_itimers: u32,
+    restart_blocks: u32,
     notes: Vec<String>,
     vdso: Option<VdsoArea>,
     nr_vmas: u64,
@@ -210,6 +248,12 @@ impl Verifier {
             config: None,
             comm: String::new(),
             pid: 0,
+            nr_threads: 0,
+            tids: Vec::new(),
+            tid_records: HashMap::new(),
+            pending_signals: 0,
+            armed_itimers: 0,
+            restart_blocks: 0,
             notes: Vec::new(),
             vdso: None,
             nr_vmas: 0,
@@ -248,7 +292,18 @@ impl Verifier {
             return Ok(());
         }
         let found = self.vmas.len() as u64;
+        let threads = self.tids.len() as u32;
         match (self.stage, kind) {
+            (Stage::Thread, RecordType::Mm) => Err(ImageError::ThreadCount {
+                at,
+                declared: self.nr_threads,
+                found: threads,
+            }),
+            (Stage::Mm, RecordType::Thread) => Err(ImageError::ThreadCount {
+                at,
+                declared: self.nr_threads,
+                found: threads + 1,
+            }),
             (Stage::Vmas, RecordType::Pages) => Err(ImageError::VmaCount {
                 at,
                 declared: self.nr_vmas,
@@ -288,6 +343,8 @@ impl Verifier {
                 let t = checks::task(&ctx, payload)?;
                 self.comm = c_str(&t.comm);
                 self.pid = t.pid;
+                self.nr_threads = t.nr_threads;
+                self.tids.reserve(t.nr_threads.min(64) as usize);
                 let nofile = t.rlim[linux::RLIMIT_NOFILE].max;
                 if nofile > linux::NR_OPEN_DEFAULT {
                     self.notes.push(format!(
@@ -316,14 +373,44 @@ impl Verifier {
                 Record::Creds { creds, groups }
             }
             RecordType::Sighand => Record::Sighand(Box::new(checks::sighand(&ctx, payload)?)),
+            RecordType::Signals => {
+                let (signals, pending) = checks::signals(&ctx, payload, head.len)?;
+                self.pending_signals += pending.len() as u64;
+                self.armed_itimers = signals.itimer.iter().filter(|t| t.value != 0).count() as u32;
+                Record::Signals { signals, pending }
+            }
+            RecordType::Thread => {
+                let (thread, pending) = checks::thread(&ctx, payload, head.len)?;
+                if let Some(&first) = self.tid_records.get(&thread.tid) {
+                    return Err(ImageError::DuplicateTid {
+                        at: ctx.at(offset_of!(Thread, tid)),
+                        tid: thread.tid,
+                        first,
+                    });
+                }
+                self.tid_records.insert(thread.tid, head.index);
+                self.tids.push(thread.tid);
+                self.pending_signals += pending.len() as u64;
+                if thread.restart.kind != RESTART_NONE {
+                    self.restart_blocks += 1;
+                }
+                Record::Thread {
+                    thread: Box::new(thread),
+                    pending,
+                }
+            }
             RecordType::Regs => Record::Regs(Box::new(checks::regs(&ctx, payload)?)),
             RecordType::Xstate => {
                 let x = checks::xstate(&ctx, payload, head.len)?;
-                self.notes.push(format!(
+                let note = format!(
                     "XSAVE state of {} bytes with features {:#x}: restart needs a CPU with \
                      that XSAVE size and these features",
                     x.size, x.xfeatures
-                ));
+                );
+                // One note for the threads that agree.
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
+                }
                 Record::Xstate(x)
             }
             RecordType::Mm => {
@@ -387,6 +474,7 @@ impl Verifier {
     /// Moves past the record just checked.
     fn advance(&mut self) {
         self.stage = match self.stage {
+            Stage::Xstate if (self.tids.len() as u32) < self.nr_threads => Stage::Thread,
             Stage::Mm | Stage::Vmas if (self.vmas.len() as u64) < self.nr_vmas => Stage::Vmas,
             Stage::Mm => Stage::Pages,
             stage => stage.next(),
@@ -491,6 +579,22 @@ impl Verifier {
             return None;
         }
         let mut notes = self.notes.clone();
+        if self.tids.len() > 1 {
+            let mut tids: Vec<String> = self.tids[1..]
+                .iter()
+                .take(NOTED_TIDS)
+                .map(|t| t.to_string())
+                .collect();
+            if self.tids.len() - 1 > NOTED_TIDS {
+                tids.push("...".into());
+            }
+            notes.push(format!(
+                "{} threads: restart gives each but the first its thread id ({}), which must be \
+                 free in the pid namespace it restarts in",
+                self.tids.len(),
+                tids.join(", ")
+            ));
+        }
         if self.file_vmas > 0 {
             let mut files = self.paths.join(", ");
             if self.more_paths {
@@ -512,6 +616,10 @@ impl Verifier {
             records,
             comm: self.comm.clone(),
             pid: self.pid,
+            threads: self.tids.len() as u32,
+            pending_signals: self.pending_signals,
+            armed_itimers: self.armed_itimers,
+            restart_blocks: self.restart_blocks,
             release: c_str(&header.release),
             config_hash: header.config_hash,
             kernel_config: self.config,

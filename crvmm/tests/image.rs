@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crvmm_cr_image::builder::{layout, Failure, ImageBuilder};
-use crvmm_cr_image::format::RecordType;
+use crvmm_cr_image::builder::{layout, user_signal, Failure, ImageBuilder, SI_QUEUE, SI_TKILL};
+use crvmm_cr_image::format::{Itimer, RecordType, Restart, Siginfo};
 use crvmm_cr_image::{KernelConfig, TASK_SIZE_5LEVEL};
 
 const CRVMM: &str = env!("CARGO_BIN_EXE_crvmm");
@@ -62,7 +62,7 @@ fn verify_accepts_a_good_image() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.starts_with(&format!(
-            "{}: good checkpoint image of cr_target (pid 74) from kernel 6.12.117-crvmm: 14 records, 5 VMAs, 7 pages in 1 page records, {} bytes",
+            "{}: good checkpoint image of cr_target (pid 74) from kernel 6.12.117-crvmm: 16 records, 1 threads, 0 pending signals, 5 VMAs, 7 pages in 1 page records, {} bytes",
             path.display(),
             image.bytes.len()
         )),
@@ -74,7 +74,7 @@ fn verify_accepts_a_good_image() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("note: config hash 0x1095888b86b83dcc"),
+        stderr.contains("note: config hash 0xca706ad5a2d095f3"),
         "{stderr}"
     );
 }
@@ -95,7 +95,7 @@ fn verify_names_record_offset_and_field_of_damage() {
     let trailer = image.span(RecordType::Trailer, 0).payload() + 16;
     let stderr = text(&out.stderr);
     let want = format!(
-        "crvmm: error: {} is not a good checkpoint image: record 14 (trailer) at byte {trailer} ({trailer:#x}): checksum mismatch",
+        "crvmm: error: {} is not a good checkpoint image: record 16 (trailer) at byte {trailer} ({trailer:#x}): checksum mismatch",
         path.display()
     );
     assert!(stderr.starts_with(&want), "{stderr}");
@@ -112,7 +112,7 @@ fn verify_names_record_offset_and_field_of_damage() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "record 11 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is beyond the user address space"
+            "record 13 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is beyond the user address space"
         )),
         "{stderr}"
     );
@@ -129,7 +129,7 @@ fn verify_reports_a_failed_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = ImageBuilder::new();
     b.failure = Some(Failure {
-        after: 14,
+        after: 16,
         errno: -16,
         message: "thawed during checkpoint: image discarded".into(),
     });
@@ -154,30 +154,35 @@ fn inspect_prints_json() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let records = json["records"].as_array().unwrap();
-    assert_eq!(records.len(), 15);
+    assert_eq!(records.len(), 17);
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["index"], 0);
     assert_eq!(header["offset"], 0);
     assert_eq!(header["magic"], "0x474d49524b435243");
-    assert_eq!(header["version"], 1);
+    assert_eq!(header["version"], 2);
     assert_eq!(header["page_size"], 4096);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");
-    assert_eq!(records[7]["type"], "vma");
-    assert_eq!(records[7]["start"], layout::TEXT);
-    assert_eq!(records[7]["path"], layout::PATH);
-    let pages = &records[12];
+    assert_eq!(records[1]["nr_threads"], 1);
+    assert_eq!(records[4]["type"], "signals");
+    assert_eq!(records[5]["type"], "thread");
+    assert_eq!(records[5]["tid"], 74);
+    assert_eq!(records[9]["type"], "vma");
+    assert_eq!(records[9]["start"], layout::TEXT);
+    assert_eq!(records[9]["path"], layout::PATH);
+    let pages = &records[14];
     assert_eq!(pages["type"], "pages");
     assert_eq!(pages["nr_pages"], 7);
     assert_eq!(pages["first"], layout::DATA);
     assert_eq!(pages["last"], layout::STACK + 0x1e000);
-    assert_eq!(records[13]["nr_pages"], 0);
-    assert_eq!(records[14]["type"], "trailer");
-    assert_eq!(records[14]["nr_records"], 14);
+    assert_eq!(records[15]["nr_pages"], 0);
+    assert_eq!(records[16]["type"], "trailer");
+    assert_eq!(records[16]["nr_records"], 16);
     let summary = &json["summary"];
     assert_eq!(summary["pages"], 7);
     assert_eq!(summary["vmas"], 5);
+    assert_eq!(summary["threads"], 1);
     assert_eq!(summary["bytes"], image.bytes.len());
     assert_eq!(json["problem"], serde_json::Value::Null);
 }
@@ -191,9 +196,9 @@ fn inspect_of_a_damaged_image_prints_what_it_read_and_fails() {
     let out = crvmm_image(&["inspect", arg(&path)], None);
     assert_ne!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["records"].as_array().unwrap().len(), 12);
+    assert_eq!(json["records"].as_array().unwrap().len(), 14);
     assert_eq!(json["summary"], serde_json::Value::Null);
-    assert_eq!(json["problem"]["record"], 12);
+    assert_eq!(json["problem"]["record"], 14);
     assert_eq!(json["problem"]["type"], "pages");
     assert!(text(&out.stderr).contains("page addresses must increase"));
 }
@@ -208,7 +213,7 @@ fn reads_standard_input() {
     let out = crvmm_image(&["inspect", "-"], Some(&image.bytes));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["summary"]["records"], 14);
+    assert_eq!(json["summary"]["records"], 16);
 
     let out = crvmm_image(
         &["verify", "-"],
@@ -240,6 +245,76 @@ fn paging_option_overrides_the_config_hash() {
 }
 
 #[test]
+fn threads_signals_and_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ImageBuilder::new();
+    b.signals.itimer[0] = Itimer {
+        value: 1_000_000,
+        interval: 1_000_000,
+    };
+    b.queue_shared(user_signal(34, SI_QUEUE, 1, 0, 5));
+    for tid in 75..78 {
+        b.add_thread(tid);
+    }
+    b.threads[1].thread.restart = Restart::futex(layout::ANON + 0x100, 0, u32::MAX, 0, 0);
+    b.threads[2].thread.restart = Restart::nanosleep(1, 5_000_000_000, 0);
+    b.threads[3].queue(Siginfo::new(10, 0, SI_TKILL));
+    let path = write(dir.path(), "threads.img", &b.build().bytes);
+
+    let out = crvmm_image(&["verify", arg(&path)], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("25 records, 4 threads, 2 pending signals, 5 VMAs"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(
+            "note: 4 threads: restart gives each but the first its thread id (75, 76, 77)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = crvmm_image(&["inspect", arg(&path)], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = json["records"].as_array().unwrap();
+    let signals = &records[4];
+    assert_eq!(signals["itimer"]["real"]["interval"], 1_000_000);
+    assert_eq!(signals["pending"][0]["signo"], 34);
+    assert_eq!(signals["pending"][0]["code"], -1);
+    let threads: Vec<_> = records
+        .iter()
+        .filter(|r| r["type"] == "thread")
+        .map(|r| (r["tid"].clone(), r["restart"]["kind"].clone()))
+        .collect();
+    assert_eq!(
+        threads,
+        [(74, "none"), (75, "futex"), (76, "nanosleep"), (77, "none")]
+            .map(|(t, k)| (t.into(), k.into()))
+    );
+    assert_eq!(records[5 + 3 * 3]["pending"][0]["signo"], 10);
+    assert_eq!(json["summary"]["restart_blocks"], 2);
+    assert_eq!(json["summary"]["armed_itimers"], 1);
+
+    // A duplicate thread id: named where it is.
+    b.threads[3].thread.tid = 75;
+    let image = b.build();
+    let path = write(dir.path(), "dup.img", &image.bytes);
+    let out = crvmm_image(&["verify", arg(&path)], None);
+    assert_ne!(out.status.code(), Some(0));
+    let tid = image.span(RecordType::Thread, 3).payload() + 16;
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "record 14 (thread) at byte {tid} ({tid:#x}): thread id 75 is also the thread of record 8"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn missing_file() {
     let out = crvmm_image(&["verify", "/nonexistent/image"], None);
     assert_ne!(out.status.code(), Some(0));
@@ -259,7 +334,7 @@ fn container_image(second: &[u8]) -> Vec<u8> {
     let manifest = Manifest {
         id: "web".into(),
         kernel_release: "6.12.117-crvmm".into(),
-        kernel_format: 1,
+        kernel_format: 2,
         spec: serde_json::json!({"ociVersion": "1.0.2"}),
         processes: vec![entry(0, 1, 0), entry(1, 2, 1)],
         ..Manifest::default()

@@ -1,8 +1,9 @@
 //! What the `image` fuzz target checks of each input, and the seeds it
 //! starts from.
 
-use crvmm_cr_image::builder::{layout, reseal, Failure, ImageBuilder};
-use crvmm_cr_image::format::PAGE_SIZE;
+use crvmm_cr_image::builder::{layout, reseal, user_signal, Failure, ImageBuilder};
+use crvmm_cr_image::builder::{SI_QUEUE, SI_TKILL, SI_USER};
+use crvmm_cr_image::format::{Itimer, Restart, Siginfo, FUTEX_SHARED, MAX_THREADS, PAGE_SIZE};
 use crvmm_cr_image::{inspect, verify, Limits};
 
 /// Reads `data` as an image with `verify` and with `inspect`, and checks
@@ -36,6 +37,10 @@ fn check_once(data: &[u8]) {
             assert_eq!(a, b);
             assert_eq!(a.bytes, data.len() as u64);
             assert!(a.pages <= a.page_records * 256);
+            assert!((1..=MAX_THREADS).contains(&a.threads));
+            assert!(a.restart_blocks <= a.threads && a.armed_itimers <= 3);
+            // Each queued signal takes 128 bytes of the image.
+            assert!(a.pending_signals * 128 < a.bytes);
         }
         (Err(a), Err(b)) => {
             assert_eq!(a.to_string(), b.to_string());
@@ -45,12 +50,14 @@ fn check_once(data: &[u8]) {
     }
 }
 
-/// Small images: valid ones of several shapes and failed checkpoints.
+/// Small images: valid ones of several shapes (one with threads, queued
+/// signals, interval timers and every kind of restart block) and failed
+/// checkpoints.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let small = || {
         let mut b = ImageBuilder::minimal();
-        b.xstate.size = 576;
-        b.xstate.xfeatures = 0x3;
+        b.leader().xstate.size = 576;
+        b.leader().xstate.xfeatures = 0x3;
         b.groups = vec![7];
         b.creds.ngroups = 1;
         b
@@ -63,9 +70,26 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut two_records = one_page.clone();
     two_records.pages = vec![layout::DATA, layout::HEAP + PAGE_SIZE];
     two_records.pages_per_record = 1;
+    let mut threads = small();
+    threads.signals.itimer[0] = Itimer {
+        value: 1_000_000,
+        interval: 10_000_000,
+    };
+    threads.queue_shared(user_signal(34, SI_QUEUE, 1, 0, 9));
+    threads.leader().queue(Siginfo::new(10, 0, SI_USER));
+    let futex = layout::ANON + 0x40;
+    let restarts = [
+        Restart::nanosleep(1, 77_000_000_000, 0),
+        Restart::futex(futex, 0, u32::MAX, FUTEX_SHARED, 0),
+        Restart::poll(layout::HEAP, 2, Some(5_000_000)),
+    ];
+    for (tid, restart) in (75..).zip(restarts) {
+        threads.add_thread(tid).thread.restart = restart;
+    }
+    threads.threads[2].queue(user_signal(12, SI_TKILL, 74, 0, 0));
     let mut failed = one_page.clone();
     failed.failure = Some(Failure {
-        after: 12,
+        after: 14,
         errno: -16,
         message: "thawed during checkpoint: image discarded".into(),
     });
@@ -79,6 +103,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("minimal", small().build().bytes),
         ("one-page", one_page.build().bytes),
         ("two-records", two_records.build().bytes),
+        ("threads", threads.build().bytes),
         ("failed", failed.build().bytes),
         ("refused", refused.build().bytes),
     ]

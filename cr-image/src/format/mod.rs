@@ -1,4 +1,4 @@
-//! The image format, version 1, as `include/uapi/linux/checkpoint.h`
+//! The image format, version 2, as `include/uapi/linux/checkpoint.h`
 //! defines it: constants, record types, and the fixed-size structures,
 //! decoded from little-endian bytes (and encoded, for the test builder).
 //!
@@ -14,7 +14,9 @@ mod helpers;
 mod mm;
 mod record;
 mod regs;
+mod signals;
 mod task;
+mod thread;
 mod wire;
 
 pub use header::{ErrorHeader, ImageHeader, Trailer};
@@ -23,7 +25,14 @@ pub use helpers::{c_str, errno_name};
 pub use mm::{Mm, PagesHeader, Vma, AT_NULL};
 pub use record::RecordType;
 pub use regs::{greg, Regs, XstateHeader, GREG_NAMES, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES};
+pub use signals::{
+    Itimer, Siginfo, SignalsHeader, ITIMER_NAMES, SIGINFO_KEPT, SI_CODE, SI_ERRNO, SI_SIGNO,
+};
 pub use task::{Creds, Rlimit, SigAction, Sighand, Task};
+pub use thread::{
+    restart_kind_name, Restart, Thread, FUTEX_CLOCKRT, FUTEX_FLAGS_MASK, FUTEX_SHARED,
+    RESTART_FUTEX, RESTART_NANOSLEEP, RESTART_NONE, RESTART_POLL,
+};
 pub(crate) use wire::named;
 pub use wire::{Le, Named, Wire};
 
@@ -32,7 +41,7 @@ pub const IMAGE_MAGIC: u64 = 0x474d_4952_4b43_5243;
 /// `CR_TRAILER_MAGIC`: "CRCKREND".
 pub const TRAILER_MAGIC: u64 = 0x444e_4552_4b43_5243;
 /// `CR_FORMAT_VERSION`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// `CR_ARCH_X86_64`.
 pub const ARCH_X86_64: u32 = 1;
 /// x86-64's page size, the only one an image can have.
@@ -55,6 +64,14 @@ pub const RELEASE_LEN: usize = 72;
 pub const NLIMITS: usize = 16;
 /// `CR_NSIG`.
 pub const NSIG: usize = 64;
+/// `CR_MAX_THREADS`: the most threads an image holds.
+pub const MAX_THREADS: u32 = 4096;
+/// `CR_MAX_PENDING`: the most queued signals in one record.
+pub const MAX_PENDING: u32 = 65536;
+/// `CR_SIGINFO_SIZE`: bytes of a queued signal (user `siginfo_t`).
+pub const SIGINFO_SIZE: usize = 128;
+/// `CR_NR_ITIMERS`: `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`.
+pub const NR_ITIMERS: usize = 3;
 /// `CR_NR_GREGS`.
 pub const NR_GREGS: usize = 27;
 /// `CR_AUXV_WORDS`.
@@ -98,7 +115,12 @@ pub fn padding(len: u32) -> u32 {
 
 // The sizes of the C structures (x86-64).
 const _: () = assert!(size_of::<ImageHeader>() == 120);
-const _: () = assert!(size_of::<Task>() == 360);
+const _: () = assert!(size_of::<Task>() == 296);
+const _: () = assert!(size_of::<Thread>() == 136);
+const _: () = assert!(size_of::<Restart>() == 40);
+const _: () = assert!(size_of::<SignalsHeader>() == 56);
+const _: () = assert!(size_of::<Itimer>() == 16);
+const _: () = assert!(size_of::<Siginfo>() == SIGINFO_SIZE);
 const _: () = assert!(size_of::<Creds>() == 80);
 const _: () = assert!(size_of::<Sighand>() == 2048);
 const _: () = assert!(size_of::<Regs>() == 224);
@@ -108,3 +130,6 @@ const _: () = assert!(size_of::<Vma>() == 40);
 const _: () = assert!(size_of::<PagesHeader>() == 8);
 const _: () = assert!(size_of::<ErrorHeader>() == 8);
 const _: () = assert!(size_of::<Trailer>() == 24);
+// A thread record with the most queued signals is within `CR_MAX_RECORD`.
+const _: () =
+    assert!(size_of::<Thread>() + MAX_PENDING as usize * SIGINFO_SIZE <= MAX_RECORD as usize);

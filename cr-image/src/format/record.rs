@@ -6,8 +6,9 @@ use std::mem::size_of;
 use serde::Serialize;
 
 use super::{
-    Creds, ErrorHeader, ImageHeader, Mm, PagesHeader, Regs, Sighand, Task, Trailer, Vma,
-    XstateHeader, MAX_ERROR_MSG, MAX_GROUPS, MAX_PATH, MAX_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN,
+    Creds, ErrorHeader, ImageHeader, Mm, PagesHeader, Regs, Sighand, SignalsHeader, Task, Thread,
+    Trailer, Vma, XstateHeader, MAX_ERROR_MSG, MAX_GROUPS, MAX_PATH, MAX_PENDING, MAX_XSTATE,
+    PAGES_PER_CHUNK, PAGE_ENTRY_LEN, SIGINFO_SIZE,
 };
 
 /// `enum cr_rec_type`.
@@ -36,6 +37,10 @@ pub enum RecordType {
     Error = 10,
     /// `CR_REC_TRAILER`.
     Trailer = 11,
+    /// `CR_REC_SIGNALS`.
+    Signals = 12,
+    /// `CR_REC_THREAD`.
+    Thread = 13,
 }
 
 impl RecordType {
@@ -54,6 +59,8 @@ impl RecordType {
             9 => Pages,
             10 => Error,
             11 => Trailer,
+            12 => Signals,
+            13 => Thread,
             _ => return None,
         })
     }
@@ -73,12 +80,16 @@ impl RecordType {
             Pages => "pages",
             Error => "error",
             Trailer => "trailer",
+            Signals => "signals",
+            Thread => "thread",
         }
     }
 
     /// The payload lengths a record of this type may have: restart's
     /// bounds (`cr_read_hdr()`), and the writer's for the error record,
-    /// which restart never reads. All are within `CR_MAX_RECORD`.
+    /// which restart never reads. All are within `CR_MAX_RECORD` (the
+    /// largest, a signals or thread record with `CR_MAX_PENDING` queued
+    /// signals, is 8 MiB and a little).
     pub fn len_bounds(self) -> (u32, u32) {
         let size = |n: usize| n as u32;
         let fixed = |n: usize| (n as u32, n as u32);
@@ -109,6 +120,14 @@ impl RecordType {
                 (min, min + MAX_ERROR_MSG)
             }
             RecordType::Trailer => fixed(size_of::<Trailer>()),
+            RecordType::Signals => {
+                let min = size(size_of::<SignalsHeader>());
+                (min, min + MAX_PENDING * SIGINFO_SIZE as u32)
+            }
+            RecordType::Thread => {
+                let min = size(size_of::<Thread>());
+                (min, min + MAX_PENDING * SIGINFO_SIZE as u32)
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The records of the task's own state: `struct cr_task` (with its
-//! resource limits), `struct cr_creds` and `struct cr_sighand`.
+//! The records of what a process's threads share: `struct cr_task` (with
+//! its resource limits), `struct cr_creds` and `struct cr_sighand`.
 
 use serde::Serialize;
 
@@ -18,11 +18,12 @@ pub struct Rlimit {
     pub max: u64,
 }
 
-/// `struct cr_task`.
+/// `struct cr_task`: the process, what its threads share. What each
+/// thread has of its own is in its [`Thread`](super::Thread) record.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Task {
-    /// Command name, NUL terminated.
+    /// The group leader's command name, NUL terminated.
     #[serde(serialize_with = "c_string")]
     pub comm: [u8; 16],
     /// Pid at checkpoint (a hint).
@@ -33,29 +34,11 @@ pub struct Task {
     pub personality: u32,
     /// `CR_NLIMITS`.
     pub nr_rlimits: u32,
-    /// Blocked signals, bit n-1 for signal n.
-    pub blocked: u64,
-    /// `sigaltstack` base.
-    pub sas_ss_sp: u64,
-    /// `sigaltstack` size.
-    pub sas_ss_size: u64,
-    /// `sigaltstack` flags.
-    pub sas_ss_flags: u32,
-    /// Size of the rseq area, 0 if none.
-    pub rseq_len: u32,
-    /// Address of the rseq area.
-    pub rseq: u64,
-    /// rseq signature.
-    pub rseq_sig: u32,
+    /// Thread records that follow, 1 to `CR_MAX_THREADS`.
+    pub nr_threads: u32,
     /// Zero.
     #[serde(skip)]
     pub pad: u32,
-    /// `set_tid_address()`.
-    pub clear_child_tid: u64,
-    /// `set_robust_list()` head.
-    pub robust_list: u64,
-    /// And its length.
-    pub robust_list_len: u64,
     /// Resource limits, in `RLIMIT_*` order.
     #[serde(serialize_with = "seq")]
     pub rlim: [Rlimit; NLIMITS],
@@ -69,17 +52,8 @@ impl Wire for Task {
             tgid: r.i32(),
             personality: r.u32(),
             nr_rlimits: r.u32(),
-            blocked: r.u64(),
-            sas_ss_sp: r.u64(),
-            sas_ss_size: r.u64(),
-            sas_ss_flags: r.u32(),
-            rseq_len: r.u32(),
-            rseq: r.u64(),
-            rseq_sig: r.u32(),
+            nr_threads: r.u32(),
             pad: r.u32(),
-            clear_child_tid: r.u64(),
-            robust_list: r.u64(),
-            robust_list_len: r.u64(),
             rlim: std::array::from_fn(|_| Rlimit {
                 cur: r.u64(),
                 max: r.u64(),
@@ -94,17 +68,8 @@ impl Wire for Task {
         put(out, &self.tgid.to_le_bytes());
         put(out, &self.personality.to_le_bytes());
         put(out, &self.nr_rlimits.to_le_bytes());
-        put(out, &self.blocked.to_le_bytes());
-        put(out, &self.sas_ss_sp.to_le_bytes());
-        put(out, &self.sas_ss_size.to_le_bytes());
-        put(out, &self.sas_ss_flags.to_le_bytes());
-        put(out, &self.rseq_len.to_le_bytes());
-        put(out, &self.rseq.to_le_bytes());
-        put(out, &self.rseq_sig.to_le_bytes());
+        put(out, &self.nr_threads.to_le_bytes());
         put(out, &self.pad.to_le_bytes());
-        put(out, &self.clear_child_tid.to_le_bytes());
-        put(out, &self.robust_list.to_le_bytes());
-        put(out, &self.robust_list_len.to_le_bytes());
         for l in &self.rlim {
             put(out, &l.cur.to_le_bytes());
             put(out, &l.max.to_le_bytes());

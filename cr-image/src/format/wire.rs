@@ -74,6 +74,7 @@ pub(super) fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// A field of a structure: its name, its offset in the structure, its value.
+/// (`named!(Thread, t.restart.kind)` names a field of a nested structure.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Named {
     /// The field's name in the uapi header.
@@ -85,11 +86,11 @@ pub struct Named {
 }
 
 macro_rules! named {
-    ($ty:ty, $self:ident . $field:ident) => {
+    ($ty:ty, $self:ident . $($field:ident).+) => {
         Named {
-            name: stringify!($field),
-            offset: std::mem::offset_of!($ty, $field),
-            value: u64::from($self.$field),
+            name: stringify!($($field).+),
+            offset: std::mem::offset_of!($ty, $($field).+),
+            value: u64::from($self.$($field).+),
         }
     };
 }

@@ -1,35 +1,10 @@
 //! Damage to fields: the VMA layout, page addresses, and the range checks
-//! of the task, creds, sighand, regs, xstate and mm records.
+//! of the task, creds, sighand, regs, xstate and mm records, and of the
+//! fields the thread record took over from v1's task record.
 
 use super::*;
 use crate::builder::VmaSpec;
 use crate::format::{Rlimit, VMA_ANON, VMA_FILE, VMA_PAGES};
-
-/// The field a `Field` error names, or a panic.
-fn field_of(e: &ImageError) -> &str {
-    match e {
-        ImageError::Field { field, .. } | ImageError::BeyondUserSpace { field, .. } => field,
-        e => panic!("not a field error: {e}"),
-    }
-}
-
-/// Builds `b`, expects a field error in the `nth` record of `kind`, on
-/// `field` at `offset` of the payload; returns the error.
-fn expect_field(
-    b: &ImageBuilder,
-    kind: RecordType,
-    nth: usize,
-    field: &str,
-    offset: usize,
-) -> ImageError {
-    let image = b.build();
-    let e = error_of(&image.bytes);
-    assert_eq!(field_of(&e), field, "{e}");
-    let span = image.span(kind, nth);
-    let want = at(index_of(&image, kind, nth), kind, span.payload() + offset);
-    assert_eq!(e.at(), want, "{e}");
-    e
-}
 
 #[test]
 fn overlapping_vmas() {
@@ -43,7 +18,11 @@ fn overlapping_vmas() {
     );
     assert_eq!(
         e.at(),
-        at(9, RecordType::Vma, image.span(RecordType::Vma, 2).payload())
+        at(
+            11,
+            RecordType::Vma,
+            image.span(RecordType::Vma, 2).payload()
+        )
     );
 
     // Decreasing.
@@ -154,7 +133,7 @@ fn vma_count_must_match_the_mm_record() {
         ),
         "{e}"
     );
-    assert_eq!(e.at().record, 12);
+    assert_eq!(e.at().record, 14);
 
     b.mm.nr_vmas = 4;
     let e = built_error(&b);
@@ -169,7 +148,7 @@ fn vma_count_must_match_the_mm_record() {
         ),
         "{e}"
     );
-    assert_eq!(e.at().record, 11);
+    assert_eq!(e.at().record, 13);
 
     b.mm.nr_vmas = u64::MAX;
     let e = expect_field(&b, RecordType::Mm, 0, "nr_vmas", 104);
@@ -193,7 +172,7 @@ fn page_outside_any_vma() {
         "{e}"
     );
     let pages = image.span(RecordType::Pages, 0).payload();
-    assert_eq!(e.at(), at(12, RecordType::Pages, pages + 8 + 3 * 8));
+    assert_eq!(e.at(), at(14, RecordType::Pages, pages + 8 + 3 * 8));
 
     // Above the last VMA, and in the first page.
     for addr in [layout::VDSO, 0] {
@@ -236,7 +215,7 @@ fn decreasing_page_addresses() {
     let image = b.build();
     let e = error_of(&image.bytes);
     assert!(matches!(e, ImageError::PageOrder { .. }), "{e}");
-    assert_eq!(e.at().record, 13);
+    assert_eq!(e.at().record, 15);
 }
 
 #[test]
@@ -259,42 +238,22 @@ fn pages_record_padding_field() {
 #[test]
 fn task_fields() {
     type Change = fn(&mut ImageBuilder);
-    let cases: [(Change, &str, usize); 14] = [
+    let cases: [(Change, &str, usize); 8] = [
         (|b| b.task.comm = [b'a'; 16], "comm", 0),
         (|b| b.task.nr_rlimits = 15, "nr_rlimits", 28),
+        (|b| b.task.nr_threads = 0, "nr_threads", 32),
+        (|b| b.task.nr_threads = 4097, "nr_threads", 32),
         (|b| b.task.personality = 0x0010_0001, "personality", 24),
-        (|b| b.task.sas_ss_flags = 2, "sas_ss_flags", 56),
-        (
-            |b| {
-                b.task.sas_ss_sp = 0x1000;
-                b.task.sas_ss_size = u64::MAX;
-            },
-            "sas_ss_size",
-            48,
-        ),
-        (
-            |b| {
-                b.task.sas_ss_sp = TASK_SIZE_4LEVEL - 0x1000;
-                b.task.sas_ss_size = 0x2000;
-            },
-            "sas_ss_sp + sas_ss_size",
-            48,
-        ),
-        (|b| b.task.clear_child_tid = u64::MAX, "clear_child_tid", 80),
-        (|b| b.task.robust_list_len = 4097, "robust_list_len", 96),
-        (|b| b.task.rseq_len = 16, "rseq_len", 60),
-        (|b| b.task.rseq += 8, "rseq", 64),
-        (|b| b.task.rseq = TASK_SIZE_4LEVEL, "rseq + rseq_len", 60),
-        (|b| b.task.pad = 1, "pad", 76),
+        (|b| b.task.pad = 1, "pad", 36),
         (
             |b| b.task.rlim[3] = Rlimit { cur: 5, max: 4 },
             "rlim[3].cur",
-            104 + 3 * 16,
+            40 + 3 * 16,
         ),
         (
             |b| b.task.rlim[7].max = u64::MAX,
             "rlim[7].max",
-            104 + 7 * 16 + 8,
+            40 + 7 * 16 + 8,
         ),
     ];
     for (change, field, offset) in cases {
@@ -302,10 +261,115 @@ fn task_fields() {
         change(&mut b);
         expect_field(&b, RecordType::Task, 0, field, offset);
     }
+    // A personality flag beside PER_LINUX is fine (ADDR_NO_RANDOMIZE).
+    let mut b = ImageBuilder::new();
+    b.task.personality = 0x0004_0000;
+    check(&b.build().bytes).unwrap();
+}
+
+/// The checks v1 made of the task record, now of each thread record.
+#[test]
+fn thread_fields() {
+    type Change = fn(&mut ImageBuilder);
+    let cases: [(Change, &str, usize); 16] = [
+        (|b| b.leader().thread.comm = [b'a'; 16], "comm", 0),
+        (|b| b.leader().thread.tid = 0, "tid", 16),
+        (|b| b.leader().thread.tid = -74, "tid", 16),
+        (|b| b.leader().thread.pad = 1, "pad", 68),
+        (|b| b.leader().thread.sas_ss_flags = 4, "sas_ss_flags", 48),
+        (|b| b.leader().thread.sas_ss_flags = 3, "sas_ss_flags", 48),
+        (
+            |b| b.leader().thread.sas_ss_flags = 1 << 30,
+            "sas_ss_flags",
+            48,
+        ),
+        (
+            |b| {
+                let t = &mut b.leader().thread;
+                t.sas_ss_flags = 2; // SS_DISABLE, with a stack
+                t.sas_ss_sp = 0x1000;
+            },
+            "sas_ss_sp",
+            32,
+        ),
+        (
+            |b| {
+                let t = &mut b.leader().thread;
+                t.sas_ss_flags = 2 | 1 << 31;
+                t.sas_ss_size = 0x2000;
+            },
+            "sas_ss_size",
+            40,
+        ),
+        (
+            |b| {
+                let t = &mut b.leader().thread;
+                t.sas_ss_sp = 0x1000;
+                t.sas_ss_size = u64::MAX;
+            },
+            "sas_ss_size",
+            40,
+        ),
+        (
+            |b| {
+                let t = &mut b.leader().thread;
+                t.sas_ss_sp = TASK_SIZE_4LEVEL - 0x1000;
+                t.sas_ss_size = 0x2000;
+            },
+            "sas_ss_sp + sas_ss_size",
+            40,
+        ),
+        (
+            |b| b.leader().thread.clear_child_tid = u64::MAX,
+            "clear_child_tid",
+            72,
+        ),
+        (
+            |b| b.leader().thread.robust_list = TASK_SIZE_4LEVEL + 1,
+            "robust_list",
+            80,
+        ),
+        (
+            |b| b.leader().thread.robust_list_len = 4097,
+            "robust_list_len",
+            88,
+        ),
+        (|b| b.leader().thread.rseq_len = 16, "rseq_len", 52),
+        (|b| b.leader().thread.rseq += 8, "rseq", 56),
+    ];
+    for (change, field, offset) in cases {
+        let mut b = ImageBuilder::new();
+        change(&mut b);
+        expect_field(&b, RecordType::Thread, 0, field, offset);
+    }
+    let mut b = ImageBuilder::new();
+    b.leader().thread.rseq = TASK_SIZE_4LEVEL;
+    expect_field(&b, RecordType::Thread, 0, "rseq + rseq_len", 52);
+    let mut b = ImageBuilder::new();
+    b.leader().thread.rseq_len = 4096 + 32;
+    expect_field(&b, RecordType::Thread, 0, "rseq_len", 52);
+
     // The sum at exactly the end of user space is fine (start <= end <= TASK_SIZE).
     let mut b = ImageBuilder::new();
-    b.task.sas_ss_sp = TASK_SIZE_4LEVEL - 0x2000;
-    b.task.sas_ss_size = 0x2000;
+    b.leader().thread.sas_ss_sp = TASK_SIZE_4LEVEL - 0x2000;
+    b.leader().thread.sas_ss_size = 0x2000;
+    check(&b.build().bytes).unwrap();
+    // Every mode sigaltstack(2) can leave: on the stack, disabled (also
+    // by SS_AUTODISARM), with or without SS_AUTODISARM.
+    for flags in [1, 1 | 1 << 31, 2, 2 | 1 << 31, 1 << 31] {
+        let mut b = ImageBuilder::new();
+        let t = &mut b.leader().thread;
+        t.sas_ss_flags = flags;
+        if flags & 2 == 0 {
+            t.sas_ss_sp = layout::ANON;
+            t.sas_ss_size = 0x2000;
+        }
+        check(&b.build().bytes).unwrap_or_else(|e| panic!("flags {flags:#x}: {e}"));
+    }
+    // No rseq area: its address is not checked.
+    let mut b = ImageBuilder::new();
+    b.leader().thread.rseq_len = 0;
+    b.leader().thread.rseq = u64::MAX;
     check(&b.build().bytes).unwrap();
 }
 
@@ -384,11 +448,11 @@ fn regs_fields() {
         ("fs", 25, 0x63),
     ] {
         let mut b = ImageBuilder::new();
-        b.regs.gregs[index] = value;
+        b.leader().regs.gregs[index] = value;
         expect_field(&b, RecordType::Regs, 0, name, index * 8);
     }
     let mut b = ImageBuilder::new();
-    b.regs.pad = 1;
+    b.leader().regs.pad = 1;
     expect_field(&b, RecordType::Regs, 0, "pad", 216);
 }
 
@@ -408,10 +472,10 @@ fn xstate_fields() {
     assert_eq!(field_of(&error_of(&bytes)), "xsave.header.xcomp_bv");
 
     let mut b = ImageBuilder::new();
-    b.xstate.size = 512;
+    b.leader().xstate.size = 512;
     expect_field(&b, RecordType::Xstate, 0, "size", 8);
     let mut b = ImageBuilder::new();
-    b.xstate.pad = 1;
+    b.leader().xstate.pad = 1;
     expect_field(&b, RecordType::Xstate, 0, "pad", 12);
 }
 

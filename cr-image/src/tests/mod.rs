@@ -1,10 +1,12 @@
 //! Unit tests on images from the builder: good images in every shape
 //! (here), damage to the stream's structure (`stream.rs`) and to fields
-//! (`fields.rs`). Each test of a damaged image asserts the error variant
+//! (`fields.rs`), threads, queued signals, interval timers and restart
+//! blocks (`threads.rs`). Each test of a damaged image asserts the error variant
 //! and where it points.
 
 mod fields;
 mod stream;
+mod threads;
 
 use std::io::{self, Read};
 
@@ -54,6 +56,32 @@ fn index_of(image: &Image, kind: RecordType, nth: usize) -> usize {
     image.records.iter().position(|s| *s == span).unwrap()
 }
 
+/// The field a `Field` error names, or a panic.
+fn field_of(e: &ImageError) -> &str {
+    match e {
+        ImageError::Field { field, .. } | ImageError::BeyondUserSpace { field, .. } => field,
+        e => panic!("not a field error: {e}"),
+    }
+}
+
+/// Builds `b`, expects a field error in the `nth` record of `kind`, on
+/// `field` at `offset` of the payload; returns the error.
+fn expect_field(
+    b: &ImageBuilder,
+    kind: RecordType,
+    nth: usize,
+    field: &str,
+    offset: usize,
+) -> ImageError {
+    let image = b.build();
+    let e = error_of(&image.bytes);
+    assert_eq!(field_of(&e), field, "{e}");
+    let span = image.span(kind, nth);
+    let want = at(index_of(&image, kind, nth), kind, span.payload() + offset);
+    assert_eq!(e.at(), want, "{e}");
+    e
+}
+
 fn entries(bytes: &[u8]) -> Vec<Entry> {
     let mut parser = Parser::new(bytes, Limits::default());
     let mut out = Vec::new();
@@ -68,8 +96,11 @@ fn entries(bytes: &[u8]) -> Vec<Entry> {
 fn good_image_verifies_with_its_summary() {
     let image = ImageBuilder::new().build();
     let s = check(&image.bytes).unwrap();
-    // header task creds sighand regs xstate mm, 5 VMAs, 1 + 1 pages.
-    assert_eq!(s.records, 14);
+    // header task creds sighand signals thread regs xstate mm, 5 VMAs,
+    // 1 + 1 pages.
+    assert_eq!(s.records, 16);
+    assert_eq!((s.threads, s.pending_signals), (1, 0));
+    assert_eq!((s.armed_itimers, s.restart_blocks), (0, 0));
     assert_eq!(s.bytes, image.bytes.len() as u64);
     assert_eq!((s.comm.as_str(), s.pid), ("cr_target", 74));
     assert_eq!(s.release, "6.12.117-crvmm");
@@ -108,35 +139,46 @@ fn records_round_trip() {
     };
     assert_eq!(entries[2].record, creds);
     assert_eq!(entries[3].record, Record::Sighand(Box::new(b.sighand)));
-    assert_eq!(entries[4].record, Record::Regs(Box::new(b.regs)));
-    assert_eq!(entries[5].record, Record::Xstate(b.xstate));
-    assert_eq!(entries[6].record, Record::Mm(Box::new(b.mm)));
+    let signals = Record::Signals {
+        signals: b.signals,
+        pending: Vec::new(),
+    };
+    assert_eq!(entries[4].record, signals);
+    let t = &b.threads[0];
+    let thread = Record::Thread {
+        thread: Box::new(t.thread),
+        pending: Vec::new(),
+    };
+    assert_eq!(entries[5].record, thread);
+    assert_eq!(entries[6].record, Record::Regs(Box::new(t.regs)));
+    assert_eq!(entries[7].record, Record::Xstate(t.xstate));
+    assert_eq!(entries[8].record, Record::Mm(Box::new(b.mm)));
     for (i, v) in b.vmas.iter().enumerate() {
         let path = (!v.path.is_empty()).then(|| layout::PATH.to_string());
         let want = Record::Vma { vma: v.vma, path };
-        assert_eq!(entries[7 + i].record, want);
+        assert_eq!(entries[9 + i].record, want);
     }
-    let Record::Pages(p) = &entries[12].record else {
-        panic!("not pages: {:?}", entries[12]);
+    let Record::Pages(p) = &entries[14].record else {
+        panic!("not pages: {:?}", entries[14]);
     };
     assert_eq!(
         (p.nr_pages, p.first, p.last),
         (7, Some(b.pages[0]), Some(b.pages[6]))
     );
-    let Record::Pages(p) = &entries[13].record else {
-        panic!("not pages: {:?}", entries[13]);
+    let Record::Pages(p) = &entries[15].record else {
+        panic!("not pages: {:?}", entries[15]);
     };
     assert_eq!(p.nr_pages, 0);
-    let Record::Trailer(t) = &entries[14].record else {
-        panic!("not the trailer: {:?}", entries[14]);
+    let Record::Trailer(t) = &entries[16].record else {
+        panic!("not the trailer: {:?}", entries[16]);
     };
-    assert_eq!(t.nr_records, 14);
+    assert_eq!(t.nr_records, 16);
 }
 
 #[test]
 fn minimal_image_verifies() {
     let s = check(&ImageBuilder::minimal().build().bytes).unwrap();
-    assert_eq!((s.records, s.vmas, s.pages, s.page_records), (8, 0, 0, 0));
+    assert_eq!((s.records, s.vmas, s.pages, s.page_records), (10, 0, 0, 0));
     assert_eq!((s.first_page, s.last_page), (None, None));
 }
 
@@ -286,24 +328,34 @@ fn inspect_writes_every_record_and_the_summary() {
     let (json, verdict) = inspect_json(&b.build().bytes);
     assert!(verdict.is_ok());
     let records = json["records"].as_array().unwrap();
-    assert_eq!(records.len(), 15);
+    assert_eq!(records.len(), 17);
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["magic"], "0x474d49524b435243");
+    assert_eq!(header["version"], 2);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");
+    assert_eq!(records[1]["nr_threads"], 1);
     assert_eq!(records[1]["rlim"][7]["max"], 4096);
     assert_eq!(records[2]["groups"], serde_json::json!([0, 10]));
     assert_eq!(records[3]["action"][0]["signal"], 10);
-    assert_eq!(records[4]["gregs"]["cs"], 0x33);
-    assert_eq!(records[6]["auxv"][2], serde_json::json!([33, layout::VDSO]));
-    assert_eq!(records[7]["path"], layout::PATH);
-    assert_eq!(records[9]["path"], serde_json::Value::Null);
-    assert_eq!(records[12]["type"], "pages");
-    assert_eq!(records[12]["nr_pages"], 7);
-    assert_eq!(records[12]["first"], layout::DATA);
-    assert_eq!(records[14]["type"], "trailer");
+    assert_eq!(records[4]["type"], "signals");
+    assert_eq!(records[4]["itimer"]["real"]["value"], 0);
+    assert_eq!(records[4]["pending"], serde_json::json!([]));
+    assert_eq!(records[5]["type"], "thread");
+    assert_eq!(records[5]["tid"], 74);
+    assert_eq!(records[5]["comm"], "cr_target");
+    assert_eq!(records[5]["restart"]["kind"], "none");
+    assert_eq!(records[6]["gregs"]["cs"], 0x33);
+    assert_eq!(records[8]["auxv"][2], serde_json::json!([33, layout::VDSO]));
+    assert_eq!(records[9]["path"], layout::PATH);
+    assert_eq!(records[11]["path"], serde_json::Value::Null);
+    assert_eq!(records[14]["type"], "pages");
+    assert_eq!(records[14]["nr_pages"], 7);
+    assert_eq!(records[14]["first"], layout::DATA);
+    assert_eq!(records[16]["type"], "trailer");
     assert_eq!(json["summary"]["pages"], 7);
+    assert_eq!(json["summary"]["threads"], 1);
     assert_eq!(json["problem"], serde_json::Value::Null);
 }
 
@@ -314,10 +366,10 @@ fn inspect_of_a_damaged_image_shows_the_records_before_and_the_problem() {
     let image = b.build();
     let (json, verdict) = inspect_json(&image.bytes);
     assert!(matches!(verdict, Err(ImageError::VmaOrder { .. })));
-    assert_eq!(json["records"].as_array().unwrap().len(), 10);
+    assert_eq!(json["records"].as_array().unwrap().len(), 12);
     assert_eq!(json["summary"], serde_json::Value::Null);
     let problem = &json["problem"];
-    assert_eq!(problem["record"], 10);
+    assert_eq!(problem["record"], 12);
     assert_eq!(problem["type"], "vma");
     assert_eq!(problem["offset"], image.span(RecordType::Vma, 3).payload());
     assert!(problem["message"]
@@ -329,7 +381,7 @@ fn inspect_of_a_damaged_image_shows_the_records_before_and_the_problem() {
 #[test]
 fn vma_records_decode_all_fields() {
     let image = ImageBuilder::new().build();
-    let e = &entries(&image.bytes)[8];
+    let e = &entries(&image.bytes)[10];
     let Record::Vma { vma, path } = &e.record else {
         panic!("not a VMA: {e:?}");
     };

@@ -17,11 +17,18 @@ fn bad_magic() {
 
 #[test]
 fn other_version() {
-    let mut b = ImageBuilder::new();
-    b.header.version = 2;
-    let e = built_error(&b);
-    assert!(matches!(e, ImageError::Version { found: 2, .. }), "{e}");
-    assert_eq!(e.at(), at(0, RecordType::Header, 16));
+    // Version 1 (no thread records) is no longer read, nor any other.
+    for version in [1, 3, 0] {
+        let mut b = ImageBuilder::new();
+        b.header.version = version;
+        let e = built_error(&b);
+        assert!(
+            matches!(e, ImageError::Version { found, .. } if found == version),
+            "{e}"
+        );
+        assert_eq!(e.at(), at(0, RecordType::Header, 16));
+        assert!(e.to_string().contains("this build reads version 2"), "{e}");
+    }
 }
 
 #[test]
@@ -82,10 +89,10 @@ fn unknown_and_misplaced_records() {
     let image = ImageBuilder::new().build();
     let creds = image.span(RecordType::Creds, 0);
     let mut bytes = image.bytes.clone();
-    put_u32(&mut bytes, creds.offset, 12);
+    put_u32(&mut bytes, creds.offset, 14);
     let e = error_of(&bytes);
     assert!(
-        matches!(e, ImageError::UnknownType { found: 12, .. }),
+        matches!(e, ImageError::UnknownType { found: 14, .. }),
         "{e}"
     );
     assert_eq!(e.at().record, 2);
@@ -113,7 +120,7 @@ fn page_data_must_end_with_an_empty_pages_record() {
     let trailer = &image.bytes[empty.end()..];
     bytes.extend_from_slice(trailer);
     let n = bytes.len();
-    put_u64(&mut bytes, n - 16, 13);
+    put_u64(&mut bytes, n - 16, 15);
     assert!(reseal(&mut bytes));
     let e = error_of(&bytes);
     assert!(
@@ -223,7 +230,7 @@ fn nonzero_padding() {
     bytes[pad] = 0x20;
     let e = error_of(&bytes);
     assert!(matches!(e, ImageError::Padding { value: 0x20, .. }), "{e}");
-    assert_eq!(e.at(), at(7, RecordType::Vma, pad));
+    assert_eq!(e.at(), at(9, RecordType::Vma, pad));
 
     // Padding of the creds record, with one group.
     let mut b = ImageBuilder::new();
@@ -258,7 +265,7 @@ fn flipped_byte_in_page_data_fails_the_checksum() {
         assert_ne!(stored, computed);
         assert_eq!(
             at,
-            super::at(14, RecordType::Trailer, trailer.payload() + 16)
+            super::at(16, RecordType::Trailer, trailer.payload() + 16)
         );
     }
     // Also in the XSAVE buffer, which is not otherwise checked.
@@ -274,14 +281,14 @@ fn wrong_trailer() {
     let t = image.span(RecordType::Trailer, 0).payload();
 
     let mut bytes = image.bytes.clone();
-    put_u64(&mut bytes, t + 8, 15);
+    put_u64(&mut bytes, t + 8, 17);
     let e = error_of(&bytes);
     assert!(
         matches!(
             e,
             ImageError::RecordCount {
-                trailer: 15,
-                counted: 14,
+                trailer: 17,
+                counted: 16,
                 ..
             }
         ),
@@ -306,7 +313,12 @@ fn absurd_lengths_are_refused_before_reading() {
     let image = ImageBuilder::new().build();
     for (kind, len) in [
         (RecordType::Header, 0),
-        (RecordType::Task, 361),
+        (RecordType::Task, 297),
+        (RecordType::Task, 360), // v1's
+        (RecordType::Signals, 55),
+        (RecordType::Signals, 56 + 65537 * 128),
+        (RecordType::Thread, 135),
+        (RecordType::Thread, u32::MAX),
         (RecordType::Creds, 79),
         (RecordType::Creds, u32::MAX),
         (RecordType::Xstate, 16 + 65537),
@@ -378,7 +390,7 @@ fn too_many_pages_in_a_record() {
         matches!(e, ImageError::TooManyPages { nr_pages: 257, .. }),
         "{e}"
     );
-    assert_eq!(e.at(), at(12, RecordType::Pages, pages.payload()));
+    assert_eq!(e.at(), at(14, RecordType::Pages, pages.payload()));
 
     put_u32(&mut bytes, pages.payload(), 6);
     let e = error_of(&bytes);
@@ -389,7 +401,7 @@ fn too_many_pages_in_a_record() {
 fn failed_checkpoint_is_reported_as_such() {
     let mut b = ImageBuilder::new();
     b.failure = Some(Failure {
-        after: 14,
+        after: 16,
         errno: -16,
         message: "thawed during checkpoint: image discarded".into(),
     });
@@ -408,7 +420,7 @@ fn failed_checkpoint_is_reported_as_such() {
     assert_eq!(
         at,
         super::at(
-            14,
+            16,
             RecordType::Error,
             image.span(RecordType::Error, 0).offset
         )
@@ -466,7 +478,7 @@ fn error_messages_name_record_offset_and_field() {
     assert_eq!(
         e.to_string(),
         format!(
-            "record 11 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is \
+            "record 13 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is \
              beyond the user address space (which ends at 0x7ffffffff000)"
         )
     );
