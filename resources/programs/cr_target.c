@@ -1,7 +1,7 @@
 /*
  * cr_target: a process with known state, for checkpoint/restart tests.
  *
- *   cr_target <dir> [MiB [threads|noaltstack]]   (MiB of patterned memory,
+ *   cr_target <dir> [MiB [shared|noaltstack]]   (MiB of patterned memory,
  *                                                default 64)
  *
  * Sets up, then keeps: a counter in anonymous memory, heap data (brk),
@@ -17,8 +17,8 @@
  * restart into another process, the verdict must still be PASS and the
  * count must go on from where it was. With "noaltstack" it disables its
  * alternate signal stack again (sigaltstack(SS_DISABLE)), which must be
- * restored as disabled. With "threads" it also starts a
- * second thread, which checkpoint must refuse.
+ * restored as disabled. With "shared" it also maps a page of shared
+ * anonymous memory, which checkpoint must refuse.
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
@@ -26,7 +26,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,13 +56,6 @@ static char dir[256];
 static uint64_t vec_pattern[16][4] __attribute__((aligned(32)));
 static char altstack[4 * PAGE];
 static int no_altstack;
-
-static void *idle_thread(void *arg)
-{
-	for (;;)
-		pause();
-	return arg;
-}
 
 static void on_usr1(int sig)
 {
@@ -261,7 +253,7 @@ int main(int argc, char **argv)
 	int fd;
 
 	if (argc < 2 || argc > 4) {
-		fprintf(stderr, "usage: %s <dir> [MiB [threads|noaltstack]]\n", argv[0]);
+		fprintf(stderr, "usage: %s <dir> [MiB [shared|noaltstack]]\n", argv[0]);
 		return 2;
 	}
 	snprintf(dir, sizeof(dir), "%s", argv[1]);
@@ -269,13 +261,18 @@ int main(int argc, char **argv)
 		mib = strtoul(argv[2], NULL, 10);
 	if (argc == 4 && strcmp(argv[3], "noaltstack") == 0) {
 		no_altstack = 1;
-	} else if (argc == 4) {
-		pthread_t th;
+	} else if (argc == 4 && strcmp(argv[3], "shared") == 0) {
+		char *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
-		if (pthread_create(&th, NULL, idle_thread, NULL) != 0) {
-			fprintf(stderr, "cr_target: pthread_create failed\n");
+		if (shared == MAP_FAILED) {
+			perror("cr_target: shared mapping");
 			return 1;
 		}
+		shared[0] = 1;
+	} else if (argc == 4) {
+		fprintf(stderr, "cr_target: unknown mode %s\n", argv[3]);
+		return 2;
 	}
 	prctl(PR_SET_NAME, "cr_target");
 

@@ -1,11 +1,13 @@
 //! A checkpoint/restart lab in a guest: runs the test programs of
-//! `resources/programs/` (`cr_target`, `cr_dump`, `cr_restart`,
-//! `cr_mangle`, `zstdpipe`) through the agent and reads their results.
+//! `resources/programs/` (`cr_target`, `cr_threads`, `cr_signals`,
+//! `cr_dump`, `cr_restart`, `cr_mangle`, `zstdpipe`) through the agent and
+//! reads their results.
 //!
-//! `cr_target <dir>` keeps a counter in `<dir>/state` ("count N") and, on
-//! SIGUSR1, checks all of its own state and writes "PASS N" or "FAIL what"
-//! to `<dir>/verdict`. A target is named by its directory, which is also in
-//! its (restored) command line, so it is found again after a restart.
+//! A target (`cr_target`, `cr_threads` or `cr_signals` `<dir>`) keeps a
+//! counter in `<dir>/state` ("count N") and, on SIGUSR1, checks all of its
+//! own state and writes "PASS N" or "FAIL what" to `<dir>/verdict`. A
+//! target is named by its directory, which is also in its (restored)
+//! command line, so it is found again after a restart.
 
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,9 @@ use crate::{GuestImage, Sandbox};
 const PRELUDE: &str = r#"
 P=/usr/lib/crvmm/programs
 CG=/sys/fs/cgroup
-# tpid DIR: the pid of the live cr_target whose arguments name DIR.
+# tpid DIR: the pid of the live target whose arguments name DIR.
 tpid() {
-	for q in $(pidof cr_target); do
+	for q in $(pidof cr_target cr_threads cr_signals); do
 		if tr '\0' ' ' </proc/$q/cmdline 2>/dev/null | grep -q " $1 "; then
 			echo $q
 			return
@@ -77,23 +79,26 @@ impl CrLab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Starts `cr_target DIR MIB [mode]` (mode `threads`, `noaltstack` or
+    /// Starts `cr_target DIR MIB [mode]` (mode `shared`, `noaltstack` or
     /// empty) in cgroup `CG/cgroup` (created if needed) and waits until it
     /// counts; returns its pid.
     pub fn start_target(&mut self, dir: &str, mib: u32, cgroup: &str, mode: &str) -> u32 {
-        let extra = if mode.is_empty() {
-            String::new()
-        } else {
-            format!(" {mode}")
-        };
+        let args = format!("{dir} {mib} {mode}");
+        self.start_program("cr_target", &args, dir, cgroup)
+    }
+
+    /// Starts test program `program` with `args` (which name its `dir`) in
+    /// cgroup `CG/cgroup` (created if needed) and waits until it counts;
+    /// returns its pid.
+    pub fn start_program(&mut self, program: &str, args: &str, dir: &str, cgroup: &str) -> u32 {
         self.sh_ok(&format!(
             "mkdir -p $CG/{cgroup} && rm -rf {dir} && \
-             sh -c 'echo $$ > '$CG/{cgroup}'/cgroup.procs; exec '$P'/cr_target {dir} {mib}{extra}' \
+             sh -c 'echo $$ > '$CG/{cgroup}'/cgroup.procs; exec '$P'/{program} {args}' \
              </dev/null >/dev/null 2>&1 &"
         ));
         self.wait_count_above(dir, 0);
         self.target_pid(dir)
-            .unwrap_or_else(|| panic!("no cr_target for {dir} is running"))
+            .unwrap_or_else(|| panic!("no {program} for {dir} is running"))
     }
 
     /// The pid of the live target of `dir`, if any.

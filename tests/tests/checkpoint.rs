@@ -82,6 +82,59 @@ fn restarted_process_keeps_its_state_and_counts_on() {
     sandbox.assert_clean();
 }
 
+/// Threads in futex waits, sleeps and polls, queued signals with payloads
+/// on the process and on a thread, and interval timers: each program
+/// checkpointed, killed and restarted in a new process checks itself.
+#[test]
+fn threads_signals_and_timers_survive_restart() {
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-threads"), 384);
+    for (program, dir, threads) in [("cr_threads", "/tmp/thr", 8), ("cr_signals", "/tmp/sig", 2)] {
+        let pid = lab.start_program(program, dir, dir, program);
+        lab.wait_count_above(dir, 3);
+        let tids = lab.sh_ok(&format!("ls /proc/{pid}/task | sort -n"));
+        let names = lab.sh_ok(&format!("cat /proc/{pid}/task/*/comm"));
+        assert_eq!(tids.lines().count(), threads, "{program}: {tids}");
+
+        let out = lab.sh(&format!(
+            "$P/cr_dump -k {pid} $CG/{program} /tmp/{program}.img"
+        ));
+        assert!(out.status.success(), "cr_dump {program}: {out:?}");
+        lab.kill_target(dir);
+        let at_dump = lab.count(dir).unwrap();
+        lab.sh_ok(&format!(
+            "$P/cr_restart /tmp/{program}.img </dev/null >/tmp/{program}-restart.log 2>&1 &"
+        ));
+        let new = lab.wait_restarted(dir, pid);
+        lab.wait_count_above(dir, at_dump);
+        let verdict = lab.verify(dir);
+        assert!(
+            verdict.starts_with("PASS "),
+            "{program} restarted: {verdict}"
+        );
+
+        // Every thread but the first keeps its id, and each its name.
+        let new_tids = lab.sh_ok(&format!("ls /proc/{new}/task | sort -n"));
+        let old_rest: Vec<&str> = tids.lines().filter(|t| *t != pid.to_string()).collect();
+        let new_rest: Vec<&str> = new_tids.lines().filter(|t| *t != new.to_string()).collect();
+        assert_eq!(new_rest, old_rest, "{program}: thread ids");
+        let new_names = lab.sh_ok(&format!("cat /proc/{new}/task/*/comm"));
+        let sorted = |s: &str| {
+            let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(&new_names),
+            sorted(&names),
+            "{program}: thread names"
+        );
+        lab.kill_target(dir);
+    }
+    lab.shutdown();
+    sandbox.assert_clean();
+}
+
 #[test]
 fn image_streams_through_a_pipe_and_zstd_and_restarts_identically() {
     let sandbox = Sandbox::new();
@@ -213,22 +266,40 @@ fn refused_checkpoints_name_their_errno_and_reason() {
         assert!(err.contains(reason), "cr_dump {args}: {err}");
     }
 
-    // Unsupported resources: a second thread, a pending signal.
-    let threaded = lab.start_target("/tmp/threads", 1, "threads", "threads");
-    let out = lab.sh(&format!("$P/cr_dump {threaded} $CG/threads /tmp/t.img"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(printed_errno(&out), Some(libc::ETOOMANYREFS), "{err}");
-    assert!(err.contains("resource threads: 2 threads"), "{err}");
-    lab.kill_target("/tmp/threads");
-
-    // SIGWINCH is blocked in the target, so it stays pending.
-    let pending = lab.start_target("/tmp/pending", 1, "pending", "");
-    lab.sh_ok(&format!("kill -WINCH {pending}"));
-    let out = lab.sh(&format!("$P/cr_dump {pending} $CG/pending /tmp/p.img"));
+    // Unsupported resources: shared memory, a POSIX timer; and a thread's
+    // id is not a process to checkpoint.
+    let shared = lab.start_target("/tmp/shared", 1, "shared", "shared");
+    let out = lab.sh(&format!("$P/cr_dump {shared} $CG/shared /tmp/s.img"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(printed_errno(&out), Some(libc::EOPNOTSUPP), "{err}");
-    assert!(err.contains("resource signals"), "{err}");
-    lab.kill_target("/tmp/pending");
+    assert!(err.contains("resource shared mapping"), "{err}");
+    lab.kill_target("/tmp/shared");
+
+    let timer = lab.start_program("cr_signals", "/tmp/timer posixtimer", "/tmp/timer", "timer");
+    let out = lab.sh(&format!("$P/cr_dump {timer} $CG/timer /tmp/p.img"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed_errno(&out), Some(libc::EOPNOTSUPP), "{err}");
+    assert!(
+        err.contains("resource timers: the process has POSIX timers"),
+        "{err}"
+    );
+    let thread = lab.sh_ok(&format!(
+        "ls /proc/{timer}/task | grep -v '^{timer}$' | head -1"
+    ));
+    let out = lab.sh(&format!(
+        "$P/cr_dump {} $CG/timer /tmp/p.img",
+        thread.trim()
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed_errno(&out), Some(libc::EINVAL), "{err}");
+    assert!(
+        err.contains(&format!("is a thread of process {timer}")),
+        "{err}"
+    );
+    lab.sh_ok("grep -q 'frozen 0' $CG/timer/cgroup.events");
+    let verdict = lab.verify("/tmp/timer");
+    assert!(verdict.starts_with("PASS "), "after refusals: {verdict}");
+    lab.kill_target("/tmp/timer");
 
     // Every refusal left the target thawed and unchanged.
     lab.sh_ok("grep -q 'frozen 0' $CG/refuse/cgroup.events");
@@ -270,9 +341,9 @@ fn damaged_images_are_refused_with_their_errno() {
         ),
         (
             "version",
-            "1 0 8 4 2",
+            "1 0 8 4 3",
             Errno(libc::EPROTONOSUPPORT),
-            "format version 2",
+            "format version 3",
         ),
         (
             "arch",
@@ -291,6 +362,36 @@ fn damaged_images_are_refused_with_their_errno() {
             "1 0 24 8 1",
             Errno(libc::EKEYREJECTED),
             "config hash 0x1",
+        ),
+        (
+            "no-threads",
+            "2 0 32 4 0",
+            Errno(libc::EBADMSG),
+            "thread count",
+        ),
+        (
+            "itimer",
+            "12 0 0 8 0xffffffffffffffff",
+            Errno(libc::EBADMSG),
+            "signals record: bad timers",
+        ),
+        (
+            "pending-count",
+            "12 0 48 4 1",
+            Errno(libc::EBADMSG),
+            "1 signals in 56 bytes",
+        ),
+        (
+            "tid",
+            "13 0 16 4 0",
+            Errno(libc::EBADMSG),
+            "thread record 1: bad comm, padding, tid",
+        ),
+        (
+            "restart-block",
+            "13 0 96 4 9",
+            Errno(libc::EBADMSG),
+            "thread record 1: bad restart block",
         ),
         (
             "vma-kernel",

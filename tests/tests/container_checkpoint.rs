@@ -598,41 +598,42 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
     );
     agent.container_delete("busy", true).unwrap();
 
-    // The kernel refuses a multi-threaded init: the error names the
+    // The kernel refuses an init with shared memory: the error names the
     // process, the errno and the kernel's reason, the image ends with it.
     let target = format!("{PROGRAMS}/cr_target");
     let info = agent
         .container_create(
-            "threads",
-            BasicSpec::new([target.as_str(), "/tmp/t", "1", "threads"]).to_json(),
+            "shared",
+            BasicSpec::new([target.as_str(), "/tmp/t", "1", "shared"]).to_json(),
             true,
         )
         .unwrap();
     wait_count_above(&mut agent, info.pid, "/tmp/t/state", 1);
-    let (err, bytes) = checkpoint_err(vm, streamed("threads"));
+    let (err, bytes) = checkpoint_err(vm, streamed("shared"));
     assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
     for part in [
         "dumping process 1 (cr_target",
-        "ETOOMANYREFS",
-        "resource threads: 2 threads, only single-threaded processes are supported",
+        "EOPNOTSUPP",
+        "resource shared mapping",
         "thawed again, it runs on",
     ] {
         assert!(err.message.contains(part), "{part:?} in {err}");
     }
     match read_image(&bytes) {
         Err(ContainerError::Failed { errno, message }) => {
-            assert_eq!(errno, libc::ETOOMANYREFS);
-            assert!(message.contains("resource threads"), "{message}");
+            assert_eq!(errno, libc::EOPNOTSUPP);
+            assert!(message.contains("resource shared mapping"), "{message}");
         }
         Err(e) => panic!("expected the image's error record, got {e}"),
         Ok(_) => panic!("a complete image of a refused checkpoint"),
     }
-    assert_runs_on(&mut agent, "threads", info.pid, "/tmp/t/state");
-    agent.container_delete("threads", true).unwrap();
+    assert_runs_on(&mut agent, "shared", info.pid, "/tmp/t/state");
+    agent.container_delete("shared", true).unwrap();
 
-    // A second process with a blocked signal pending (cr_target blocks
-    // SIGWINCH): the init is dumped, the second is refused by name.
-    let script = format!("{target} /tmp/t2 1 & exec {PROGRAMS}/counter 1 /tmp/state");
+    // A second process with a POSIX timer: the init is dumped, the second
+    // is refused by name.
+    let script =
+        format!("{PROGRAMS}/cr_signals /tmp/t2 posixtimer & exec {PROGRAMS}/counter 1 /tmp/state");
     let info = agent
         .container_create(
             "signal",
@@ -642,13 +643,9 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
         .unwrap();
     wait_count_above(&mut agent, info.pid, "/tmp/t2/state", 1);
     let pid = agent
-        .container_exec("signal", ExecRequest::new(["pidof", "cr_target"]))
+        .container_exec("signal", ExecRequest::new(["pidof", "cr_signals"]))
         .unwrap();
     let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
-    let out = agent
-        .container_exec("signal", ExecRequest::new(["kill", "-WINCH", &pid]))
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
     let (err, _) = checkpoint_err(
         vm,
         ContainerCheckpoint {
@@ -656,11 +653,11 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
             ..streamed("signal")
         },
     );
-    let named = format!("dumping process {pid} (cr_target");
+    let named = format!("dumping process {pid} (cr_signals");
     for part in [
         named.as_str(),
         "EOPNOTSUPP",
-        "resource signals: a signal is pending",
+        "resource timers: the process has POSIX timers",
     ] {
         assert!(err.message.contains(part), "{part:?} in {err}");
     }

@@ -83,7 +83,7 @@ fn checkpoint_by_hand(agent: &mut AgentConnection, id: &str) -> (Vec<u8>, u64) {
     let manifest = Manifest {
         id: id.into(),
         kernel_release: release,
-        kernel_format: 1,
+        kernel_format: crvmm_cr_image::format::FORMAT_VERSION,
         spec,
         namespaces: info.namespaces.clone(),
         hostname: Some("box".into()),
@@ -294,7 +294,7 @@ fn restores_a_process_tree_with_its_pids() {
     let manifest = Manifest {
         id: "tree".into(),
         kernel_release: a.hello().unwrap().kernel_release,
-        kernel_format: 1,
+        kernel_format: crvmm_cr_image::format::FORMAT_VERSION,
         spec,
         processes: vec![
             ProcessEntry {

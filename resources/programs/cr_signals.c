@@ -1,0 +1,292 @@
+/*
+ * cr_signals: a process with queued signals and armed interval timers, for
+ * checkpoint/restart tests.
+ *
+ *   cr_signals <dir> [posixtimer]
+ *
+ * Sets up, and leaves queued (blocked): real-time signals with payloads
+ * sent to the process (SIGRTMIN+1 five times, SIGRTMIN+2 three times, by
+ * sigqueue), SIGUSR2 and SIGWINCH sent by kill, and three SIGRTMIN+3 with
+ * payloads sent to its second thread only (pthread_sigqueue). Arms
+ * ITIMER_REAL every 300 ms (SIGALRM counted by a handler) and
+ * ITIMER_VIRTUAL at 1000 s with a 7 s interval. With "posixtimer" it also
+ * creates a POSIX timer (timer_create), which checkpoint must refuse.
+ *
+ * Main writes "count <n>" to <dir>/state about every 100 ms. On SIGUSR1 it
+ * checks that every queued signal is still queued, in order, with its
+ * payload and sender, on the right thread; that SIGALRM keeps coming; and
+ * the timers' settings; then queues the same signals again and writes
+ * "PASS <n>" or "FAIL <what>" to <dir>/verdict.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NR_RT1 5
+#define NR_RT2 3
+#define NR_PRIV 3
+
+static char dir[256];
+static volatile sig_atomic_t verify_requested;
+static volatile uint64_t alarms;
+static pid_t sender;
+static pthread_t helper;
+static volatile int helper_request, helper_result;
+
+static void write_file(const char *name, const char *text)
+{
+	char path[512], tmp[520];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 && errno == ENOENT) {
+		/* Restored where the directory is gone (a new /tmp): make it. */
+		mkdir(dir, 0755);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	}
+	if (fd < 0)
+		return;
+	if (write(fd, text, strlen(text)) < 0) {
+		close(fd);
+		return;
+	}
+	close(fd);
+	rename(tmp, path);
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	verify_requested = 1;
+}
+
+static void on_alrm(int sig)
+{
+	(void)sig;
+	alarms++;
+}
+
+static void queue_shared(void)
+{
+	union sigval v;
+	int i;
+
+	for (i = 0; i < NR_RT1; i++) {
+		v.sival_int = 100 + i;
+		sigqueue(getpid(), SIGRTMIN + 1, v);
+	}
+	for (i = 0; i < NR_RT2; i++) {
+		v.sival_int = 200 + i;
+		sigqueue(getpid(), SIGRTMIN + 2, v);
+	}
+	kill(getpid(), SIGUSR2);
+	kill(getpid(), SIGWINCH);
+}
+
+static void queue_private(void)
+{
+	union sigval v;
+	int i;
+
+	for (i = 0; i < NR_PRIV; i++) {
+		v.sival_int = 300 + i;
+		pthread_sigqueue(helper, SIGRTMIN + 3, v);
+	}
+}
+
+/* Dequeue signal @sig @n times: payloads base, base+1, ...; 0 or a problem. */
+static const char *take(int sig, int n, int base, int code)
+{
+	static char why[120];
+	const struct timespec zero = { 0, 0 };
+	siginfo_t si;
+	sigset_t one;
+	int i;
+
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	for (i = 0; i < n; i++) {
+		if (sigtimedwait(&one, &si, &zero) != sig) {
+			snprintf(why, sizeof(why), "signal %d: %d of %d queued", sig, i, n);
+			return why;
+		}
+		if (si.si_code != code || si.si_pid != sender ||
+		    (code == SI_QUEUE && si.si_value.sival_int != base + i)) {
+			snprintf(why, sizeof(why),
+				 "signal %d #%d: code %d pid %d value %d, want %d %d %d",
+				 sig, i, si.si_code, si.si_pid, si.si_value.sival_int,
+				 code, sender, base + i);
+			return why;
+		}
+	}
+	if (sigtimedwait(&one, &si, &zero) == sig) {
+		snprintf(why, sizeof(why), "signal %d: more than %d queued", sig, n);
+		return why;
+	}
+	return NULL;
+}
+
+static void *helper_main(void *arg)
+{
+	const struct timespec tick = { 0, 20 * 1000 * 1000 };
+	sigset_t set;
+
+	(void)arg;
+	sigfillset(&set);
+	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	prctl(PR_SET_NAME, "crs-helper");
+	for (;;) {
+		if (helper_request) {
+			const char *why = take(SIGRTMIN + 3, NR_PRIV, 300, SI_QUEUE);
+
+			helper_result = why ? 2 : 1;
+			if (why)
+				write_file("helper-why", why);
+			helper_request = 0;
+		}
+		nanosleep(&tick, NULL);
+	}
+	return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define FAIL(...) do { snprintf(why, sizeof(why), __VA_ARGS__); goto out; } while (0)
+
+static void verify(uint64_t count)
+{
+	char why[200] = "", line[300];
+	const char *problem;
+	struct itimerval it;
+	uint64_t a0, deadline;
+	sigset_t pending;
+
+	sigpending(&pending);
+	if (!sigismember(&pending, SIGRTMIN + 1) || !sigismember(&pending, SIGRTMIN + 2) ||
+	    !sigismember(&pending, SIGUSR2) || !sigismember(&pending, SIGWINCH))
+		FAIL("a process-wide signal is no longer pending");
+	if ((problem = take(SIGRTMIN + 1, NR_RT1, 100, SI_QUEUE)) ||
+	    (problem = take(SIGRTMIN + 2, NR_RT2, 200, SI_QUEUE)) ||
+	    (problem = take(SIGUSR2, 1, 0, SI_USER)) ||
+	    (problem = take(SIGWINCH, 1, 0, SI_USER)))
+		FAIL("%s", problem);
+	/* Main must not see the helper's own queue. */
+	if (take(SIGRTMIN + 3, 0, 0, SI_QUEUE))
+		FAIL("the helper's signals reached the process queue");
+
+	helper_result = 0;
+	helper_request = 1;
+	deadline = now_ms() + 10000;
+	while (!helper_result && now_ms() < deadline)
+		usleep(10000);
+	if (helper_result != 1)
+		FAIL("helper thread: its own queued signals are wrong (%d)", helper_result);
+
+	if (getitimer(ITIMER_REAL, &it) || it.it_interval.tv_sec != 0 ||
+	    it.it_interval.tv_usec != 300000)
+		FAIL("ITIMER_REAL interval %ld.%06ld", (long)it.it_interval.tv_sec,
+		     (long)it.it_interval.tv_usec);
+	a0 = alarms;
+	deadline = now_ms() + 10000;
+	while (alarms < a0 + 2 && now_ms() < deadline)
+		usleep(10000);
+	if (alarms < a0 + 2)
+		FAIL("SIGALRM stopped coming (%llu)", (unsigned long long)alarms);
+	if (getitimer(ITIMER_VIRTUAL, &it) || it.it_interval.tv_sec != 7 ||
+	    it.it_value.tv_sec < 900 || it.it_value.tv_sec > 1000)
+		FAIL("ITIMER_VIRTUAL %ld s, interval %ld s", (long)it.it_value.tv_sec,
+		     (long)it.it_interval.tv_sec);
+out:
+	queue_shared();
+	queue_private();
+	if (why[0])
+		snprintf(line, sizeof(line), "FAIL %s\n", why);
+	else
+		snprintf(line, sizeof(line), "PASS %llu\n", (unsigned long long)count);
+	write_file("verdict", line);
+}
+
+int main(int argc, char **argv)
+{
+	const struct timespec tick = { 0, 100 * 1000 * 1000 };
+	struct itimerval real = { { 0, 300000 }, { 0, 300000 } };
+	struct itimerval virt = { { 7, 0 }, { 1000, 0 } };
+	struct sigaction sa;
+	uint64_t count = 0;
+	char line[64];
+	sigset_t set;
+
+	if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "posixtimer"))) {
+		fprintf(stderr, "usage: %s <dir> [posixtimer]\n", argv[0]);
+		return 2;
+	}
+	snprintf(dir, sizeof(dir), "%s", argv[1]);
+	mkdir(dir, 0755);
+	prctl(PR_SET_NAME, "cr_signals");
+	sender = getpid();
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_alrm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGRTMIN + 1);
+	sigaddset(&set, SIGRTMIN + 2);
+	sigaddset(&set, SIGRTMIN + 3);
+	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGWINCH);
+	sigaddset(&set, SIGRTMIN + 4);
+	pthread_sigmask(SIG_SETMASK, &set, NULL);
+	if (pthread_create(&helper, NULL, helper_main, NULL) != 0) {
+		fprintf(stderr, "cr_signals: pthread_create failed\n");
+		return 1;
+	}
+	queue_shared();
+	queue_private();
+	if (setitimer(ITIMER_REAL, &real, NULL) || setitimer(ITIMER_VIRTUAL, &virt, NULL)) {
+		perror("cr_signals: setitimer");
+		return 1;
+	}
+	if (argc == 3) {
+		struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 4 };
+		struct itimerspec ts = { { 1, 0 }, { 1, 0 } };
+		timer_t timer;
+
+		if (timer_create(CLOCK_MONOTONIC, &ev, &timer) || timer_settime(timer, 0, &ts, NULL)) {
+			perror("cr_signals: timer_create");
+			return 1;
+		}
+	}
+	for (;;) {
+		count++;
+		snprintf(line, sizeof(line), "count %llu\n", (unsigned long long)count);
+		write_file("state", line);
+		if (verify_requested) {
+			verify_requested = 0;
+			verify(count);
+		}
+		nanosleep(&tick, NULL);
+	}
+}

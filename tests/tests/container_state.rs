@@ -1,0 +1,173 @@
+//! The state suite through the agent (issue 7): a container whose processes
+//! hold threads in futex waits, sleeps and polls, queued signals with
+//! payloads, and interval timers, checkpointed (and killed) by the agent and
+//! restored in the same VM and in a second VM. Each program checks its own
+//! state on SIGUSR1 and writes PASS or FAIL.
+
+use std::time::{Duration, Instant};
+
+use crvmm_engine::agent::AgentConnection;
+use crvmm_engine::{AgentChannel, Vm};
+use crvmm_protocol::{BasicSpec, ContainerCheckpoint, ContainerRestore, ExecRequest};
+use crvmm_tests::{unique_name, GuestImage, Sandbox};
+
+/// The container's programs: `cr_threads` (8 threads) as a child of
+/// `cr_signals` (two threads), which is its pid 1.
+const SCRIPT: &str =
+    "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig";
+
+fn boot(sandbox: &Sandbox, name: &str) -> (Box<dyn Vm>, AgentConnection) {
+    let guest = GuestImage::get();
+    let mut config = guest.config(&unique_name(name), AgentChannel::Vsock);
+    config.mem_mib = 384;
+    config.vcpus = 2;
+    let vm = sandbox.boot(&config);
+    let agent = vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .unwrap();
+    (vm, agent)
+}
+
+/// Reads `/tmp/<file>` of the container whose init is guest pid `init`.
+fn container_file(agent: &mut AgentConnection, init: u32, file: &str) -> Option<String> {
+    let bytes = agent
+        .read_file(&format!("/proc/{init}/root/tmp/{file}"))
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).trim().to_owned())
+}
+
+fn count(agent: &mut AgentConnection, init: u32, dir: &str) -> Option<u64> {
+    container_file(agent, init, &format!("{dir}/state"))?
+        .strip_prefix("count ")?
+        .parse()
+        .ok()
+}
+
+fn wait_counting(agent: &mut AgentConnection, init: u32, above: [u64; 2]) -> [u64; 2] {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = [count(agent, init, "thr"), count(agent, init, "sig")];
+        if let [Some(t), Some(s)] = now {
+            if t > above[0] && s > above[1] {
+                return [t, s];
+            }
+        }
+        if Instant::now() >= deadline {
+            let script = format!(
+                "ls -laR /proc/{init}/root/tmp; ps; cat /run/crvmm/containers/*/init.log; dmesg | tail"
+            );
+            let out = agent.exec(ExecRequest::new(["sh", "-c", &script])).unwrap();
+            panic!(
+                "counts stuck at {now:?} (above {above:?}):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn exec(agent: &mut AgentConnection, id: &str, script: &str) -> String {
+    let out = agent
+        .container_exec(id, ExecRequest::new(["sh", "-c", script]))
+        .unwrap();
+    assert!(out.status.success(), "{id}: `{script}`: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Both programs count on from the checkpoint, keep their pids and thread
+/// ids, and pass their own checks.
+fn assert_restored(agent: &mut AgentConnection, id: &str, at: [u64; 2], ids: &str) {
+    let init = agent.container_state(id).unwrap().pid;
+    wait_counting(agent, init, at);
+    assert_eq!(exec(agent, id, IDS), ids, "{id}: pids and thread ids");
+    exec(
+        agent,
+        id,
+        "rm -f /tmp/thr/verdict /tmp/sig/verdict; kill -USR1 1 $(pidof cr_threads)",
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for dir in ["thr", "sig"] {
+        let verdict = loop {
+            if let Some(v) = container_file(agent, init, &format!("{dir}/verdict")) {
+                if !v.is_empty() {
+                    break v;
+                }
+            }
+            assert!(Instant::now() < deadline, "{id}: no verdict from {dir}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(verdict.starts_with("PASS"), "{id} {dir}: {verdict}");
+    }
+}
+
+/// Every process's pid and thread ids, as seen in the container.
+const IDS: &str = "for p in 1 $(pidof cr_threads); do echo $p: $(ls /proc/$p/task | sort -n); done";
+
+#[test]
+fn threads_signals_and_timers_survive_container_migration() {
+    let sandbox = Sandbox::new();
+    let (vm_a, mut a) = boot(&sandbox, "state-a");
+    let spec = BasicSpec::new(["sh", "-c", SCRIPT]).to_json();
+    let info = a.container_create("suite", spec, true).unwrap();
+    wait_counting(&mut a, info.pid, [3, 3]);
+    let ids = exec(&mut a, "suite", IDS);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    assert_eq!(ids.lines().next().unwrap().split(' ').count(), 3, "{ids}");
+
+    let request = ContainerCheckpoint {
+        container: "suite".into(),
+        stream: true,
+        ..ContainerCheckpoint::default()
+    };
+    let mut image = Vec::new();
+    let mut fresh = vm_a
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .unwrap();
+    let report = fresh
+        .container_checkpoint(request, &mut image, &mut |_| {})
+        .unwrap();
+    assert_eq!(report.processes, 2, "{report:?}");
+    let at = [
+        count(&mut a, info.pid, "thr").unwrap_or(0),
+        count(&mut a, info.pid, "sig").unwrap_or(0),
+    ];
+    a.container_delete("suite", true).unwrap();
+    // The host reads it as the kernel will: every kernel image checks out.
+    let limits = crvmm_cr_image::Limits::default();
+    let check = crvmm_cr_image::container::check_container(&image[..], &limits, false).unwrap();
+    assert_eq!(check.processes.len(), 2);
+    assert!(check.first_bad().is_none(), "{:?}", check.first_bad());
+
+    let restore = |agent: &mut AgentConnection, id: &str| {
+        let request = ContainerRestore {
+            container: id.into(),
+            guest_file: None,
+        };
+        agent
+            .container_restore(request, &mut &image[..], &mut |_| {})
+            .unwrap();
+    };
+    // Same VM, new name; then a second VM.
+    restore(&mut a, "again");
+    assert_restored(&mut a, "again", at, &ids);
+    let (vm_b, mut b) = boot(&sandbox, "state-b");
+    restore(&mut b, "suite");
+    assert_restored(&mut b, "suite", at, &ids);
+
+    a.container_delete("again", true).unwrap();
+    b.container_delete("suite", true).unwrap();
+    for agent in [&mut a, &mut b] {
+        let log = agent
+            .exec(ExecRequest::new(["dmesg"]))
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap();
+        let bad = crvmm_tests::cr::kernel_problems(&log);
+        assert!(bad.is_empty(), "guest kernel: {bad:?}");
+    }
+    drop((a, b, fresh));
+    drop((vm_a, vm_b));
+    sandbox.assert_clean();
+}
