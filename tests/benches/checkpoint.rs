@@ -13,6 +13,10 @@
 //! from starting a real restart until the restored process writes a new
 //! count (it counts every 100 ms, so this includes up to one tick).
 //!
+//! A second table takes thread count as its axis: `cr_threads` with 8, 16
+//! and 64 threads (each in a futex wait, a sleep, a poll or counting),
+//! checkpointed, killed and restarted; the same columns.
+//!
 //! Prints figures, asserts nothing about speed: these machines are shared
 //! and noisy, and the guest runs under TCG.
 
@@ -73,8 +77,68 @@ fn main() {
             median(&f.first_count) * 1e3,
         );
     }
+    println!(
+        "{:>8} {:>9} {:>11} {:>10} {:>7} {:>10} {:>13} {:>14}",
+        "threads", "freeze", "checkpoint", "image", "", "", "", "to first count"
+    );
+    for threads in [8, 16, 64] {
+        let mut f = Figures::default();
+        for _ in 0..runs {
+            measure_threads(&mut lab, threads, &mut f);
+        }
+        println!(
+            "{:>8} {:>6.1} ms {:>8.1} ms {:>6.2} MiB {:>7} {:>10} {:>13} {:>11.1} ms",
+            threads,
+            median(&f.freeze) * 1e3,
+            median(&f.checkpoint) * 1e3,
+            median(&f.image) as f64 / (1 << 20) as f64,
+            "",
+            "",
+            "",
+            median(&f.first_count) * 1e3,
+        );
+    }
     lab.shutdown();
     sandbox.assert_clean();
+}
+
+/// `cr_threads` with `threads` threads: checkpoint, kill, restart.
+fn measure_threads(lab: &mut CrLab, threads: u32, f: &mut Figures) {
+    let dir = "/tmp/tbench";
+    let args = format!("{dir} {threads}");
+    let pid = lab.start_program("cr_threads", &args, dir, "tbench");
+    lab.wait_count_above(dir, 2);
+    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/tbench /tmp/tbench.img"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "cr_dump: {err}");
+    f.freeze.push(field(&err, "freeze "));
+    f.checkpoint.push(field(&err, "checkpoint "));
+    f.image.push(bytes_of(&err));
+    lab.kill_target(dir);
+    let at_dump = lab.count(dir).unwrap();
+    let start = Instant::now();
+    lab.sh_ok("$P/cr_restart /tmp/tbench.img </dev/null >/dev/null 2>&1 &");
+    lab.wait_count_above(dir, at_dump);
+    f.first_count.push(start.elapsed().as_secs_f64());
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS"), "{threads} threads: {verdict}");
+    lab.kill_target(dir);
+    lab.sh_ok("rm /tmp/tbench.img");
+}
+
+/// The number after `after` in cr_dump's summary line
+/// ("cr_dump: pid N: B bytes, freeze F s, checkpoint C s").
+fn field(err: &str, after: &str) -> f64 {
+    let at = err
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} in {err}"))
+        + after.len();
+    err[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn measure(lab: &mut CrLab, mib: u32, f: &mut Figures) {
@@ -84,21 +148,8 @@ fn measure(lab: &mut CrLab, mib: u32, f: &mut Figures) {
     let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/bench /tmp/bench.img"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "cr_dump: {err}");
-    // "cr_dump: pid N: B bytes, freeze F s, checkpoint C s"
-    let field = |after: &str| -> f64 {
-        let at = err
-            .find(after)
-            .unwrap_or_else(|| panic!("{after:?} in {err}"))
-            + after.len();
-        err[at..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    f.freeze.push(field("freeze "));
-    f.checkpoint.push(field("checkpoint "));
+    f.freeze.push(field(&err, "freeze "));
+    f.checkpoint.push(field(&err, "checkpoint "));
     f.image.push(bytes_of(&err));
     lab.kill_target(dir);
     let at_dump = lab.count(dir).unwrap();

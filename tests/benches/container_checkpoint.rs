@@ -10,6 +10,10 @@
 //! image as a new container in the same guest (host-observed: sending the
 //! image, checking it, rebuilding the container, until every process runs).
 //!
+//! A second table takes the number of processes as its axis: a container
+//! of 1, 4 and 16 processes (`counter 1` each, one of them its init):
+//! dump time, downtime, image size and restore time.
+//!
 //! `cargo bench -p crvmm-tests --bench container_checkpoint [-- RUNS [MIB...]]`.
 //!
 //! Prints figures, asserts nothing about speed: these machines are shared
@@ -125,6 +129,40 @@ fn main() {
             mebibytes(median(&f.zstd)),
             median(&f.zstd_downtime),
             median(&f.file_dump),
+            median(&f.restore),
+        );
+        agent.container_delete(&id, true).unwrap();
+    }
+    println!(
+        "{:>9} {:>10} {:>10} {:>10} {:>10}",
+        "processes", "dump", "downtime", "image", "restore"
+    );
+    for procs in [1u32, 4, 16] {
+        let id = format!("procs{procs}");
+        let script = format!(
+            "P=/usr/lib/crvmm/programs; for i in $(seq 2 {procs}); do $P/counter 1 /tmp/s$i & done; \
+             exec $P/counter 1 /tmp/state"
+        );
+        let spec = BasicSpec::new(["sh".to_owned(), "-c".to_owned(), script]);
+        agent.container_create(&id, spec.to_json(), true).unwrap();
+        wait_counting(&mut agent, &id);
+        let mut f = Figures::default();
+        for _ in 0..runs {
+            let (report, _, image) = checkpoint(vm.as_ref(), &id, false, None);
+            assert_eq!(report.processes, procs, "{report:?}");
+            f.dump.push(report.dump_us as f64 / 1e3);
+            f.downtime.push(report.downtime_us as f64 / 1e3);
+            f.image.push(report.image_bytes);
+            f.restore
+                .push(restore(vm.as_ref(), &format!("{id}r"), &image));
+            agent.container_delete(&format!("{id}r"), true).unwrap();
+        }
+        println!(
+            "{:>9} {:>7.0} ms {:>7.0} ms {:>6.1} MiB {:>7.0} ms",
+            procs,
+            median(&f.dump),
+            median(&f.downtime),
+            mebibytes(median(&f.image)),
             median(&f.restore),
         );
         agent.container_delete(&id, true).unwrap();
