@@ -2,7 +2,9 @@
 //! hold threads in futex waits, sleeps and polls, queued signals with
 //! payloads, and interval timers, checkpointed (and killed) by the agent and
 //! restored in the same VM and in a second VM. Each program checks its own
-//! state on SIGUSR1 and writes PASS or FAIL.
+//! state on SIGUSR1 and writes PASS or FAIL. And zombies: exited children
+//! not yet reaped come back as zombies with their pids, parent, session and
+//! exit status.
 
 use std::time::{Duration, Instant};
 
@@ -167,6 +169,86 @@ fn threads_signals_and_timers_survive_container_migration() {
         let bad = crvmm_tests::cr::kernel_problems(&log);
         assert!(bad.is_empty(), "guest kernel: {bad:?}");
     }
+    drop((a, b, fresh));
+    drop((vm_a, vm_b));
+    sandbox.assert_clean();
+}
+
+/// The container's zombies: "pid ppid sid exit_code" lines, sorted.
+const ZOMBIES: &str =
+    "cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\" { print $1, $4, $6, $NF }' | sort -n";
+
+fn zombies(agent: &mut AgentConnection, id: &str) -> String {
+    exec(agent, id, ZOMBIES)
+}
+
+#[test]
+fn zombies_keep_their_pids_parents_and_exit_status() {
+    let sandbox = Sandbox::new();
+    let (vm_a, mut a) = boot(&sandbox, "zombie-a");
+    // Three children of the init that it never reaps: one exited with 7,
+    // one killed by SIGTERM, one that led its own session and exited 3.
+    // (They end after the shell has become the counter: the shell would
+    // reap them.)
+    let script = "sh -c 'sleep 0.5; exit 7' & sh -c 'sleep 0.5; kill -TERM $$' & \
+                  setsid sh -c 'sleep 0.5; exit 3' & \
+                  exec /usr/lib/crvmm/programs/counter 1 /tmp/state";
+    let spec = BasicSpec::new(["sh", "-c", script]).to_json();
+    let info = a.container_create("z", spec, true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let z = zombies(&mut a, "z");
+        if z.lines().count() == 3 {
+            break z;
+        }
+        assert!(Instant::now() < deadline, "zombies: {z}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let codes: Vec<&str> = before
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(codes, ["1792", "15", "768"], "{before}");
+    assert!(
+        before.lines().all(|l| l.split(' ').nth(1) == Some("1")),
+        "{before}"
+    );
+
+    let request = ContainerCheckpoint {
+        container: "z".into(),
+        stream: true,
+        ..ContainerCheckpoint::default()
+    };
+    let mut image = Vec::new();
+    let mut fresh = vm_a
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .unwrap();
+    fresh
+        .container_checkpoint(request, &mut image, &mut |_| {})
+        .unwrap();
+    a.container_delete("z", true).unwrap();
+    let limits = crvmm_cr_image::Limits::default();
+    let check = crvmm_cr_image::container::check_container(&image[..], &limits, false).unwrap();
+    assert_eq!(check.manifest.zombies.len(), 3, "{:?}", check.manifest);
+    let _ = info;
+
+    let restore = |agent: &mut AgentConnection, id: &str| {
+        let request = ContainerRestore {
+            container: id.into(),
+            guest_file: None,
+        };
+        agent
+            .container_restore(request, &mut &image[..], &mut |_| {})
+            .unwrap();
+    };
+    restore(&mut a, "z2");
+    assert_eq!(zombies(&mut a, "z2"), before, "same VM");
+    let (vm_b, mut b) = boot(&sandbox, "zombie-b");
+    restore(&mut b, "z");
+    assert_eq!(zombies(&mut b, "z"), before, "second VM");
+    a.container_delete("z2", true).unwrap();
+    b.container_delete("z", true).unwrap();
     drop((a, b, fresh));
     drop((vm_a, vm_b));
     sandbox.assert_clean();

@@ -96,6 +96,44 @@ pub struct Manifest {
     /// Whether the container was left running after the checkpoint.
     #[serde(default)]
     pub leave_running: bool,
+    /// Processes that had exited and were not yet reaped by their parent
+    /// (zombies): no kernel image, restore makes each exit again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zombies: Vec<ZombieEntry>,
+}
+
+/// A zombie of the container: exited, waiting for its parent's `wait()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZombieEntry {
+    /// Its pid in the container's pid namespace.
+    pub pid: i32,
+    /// Its parent there: a process of [`Manifest::processes`].
+    pub ppid: i32,
+    /// Its command name.
+    #[serde(default)]
+    pub comm: String,
+    /// Its process group and session there (0: outside the namespace).
+    #[serde(default)]
+    pub pgid: i32,
+    /// (See `pgid`.)
+    #[serde(default)]
+    pub sid: i32,
+    /// Its wait status, as `waitpid()` reports it: exit code << 8, or the
+    /// number of the signal that killed it (core dump bit included).
+    pub status: i32,
+}
+
+impl ZombieEntry {
+    /// Whether `status` is one `waitpid()` can report for an ended
+    /// process: exited with a code of 0 to 255, or killed by a signal 1 to
+    /// 64 (with or without the core dump bit).
+    pub fn status_valid(status: i32) -> bool {
+        let sig = status & 0x7f;
+        match sig {
+            0 => (0..=0xff00).contains(&status) && status & 0xff == 0,
+            _ => (1..=64).contains(&sig) && status & !0xff == 0,
+        }
+    }
 }
 
 /// One process of the container.

@@ -360,5 +360,24 @@ fn check_manifest(m: Manifest) -> Result<Manifest, String> {
     if m.processes[0].ppid != 0 {
         return Err("the first process is not the container's init".into());
     }
+    if m.processes.len() + m.zombies.len() > CT_MAX_PROCESSES {
+        return Err(format!("{} zombies", m.zombies.len()));
+    }
+    for (i, z) in m.zombies.iter().enumerate() {
+        let taken = m.processes.iter().any(|q| q.pid == z.pid)
+            || m.zombies[..i].iter().any(|q| q.pid == z.pid);
+        if z.pid <= 0 || taken || !ZombieEntry::status_valid(z.status) {
+            return Err(format!(
+                "zombie entry {i} (pid {}, status {:#x})",
+                z.pid, z.status
+            ));
+        }
+        if !m.processes.iter().any(|q| q.pid == z.ppid) {
+            return Err(format!(
+                "zombie {} has parent {}, not a process of the image",
+                z.pid, z.ppid
+            ));
+        }
+    }
     Ok(m)
 }

@@ -21,6 +21,7 @@ fn manifest(pids: &[(i32, i32)]) -> Manifest {
             })
             .collect(),
         leave_running: false,
+        zombies: Vec::new(),
     }
 }
 
@@ -164,6 +165,50 @@ fn manifest_trees_are_checked() {
         let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
         assert!(what.contains(why), "{pids:?}: {what}");
     }
+}
+
+#[test]
+fn zombies_are_checked() {
+    let zombie = |pid, ppid, status| ZombieEntry {
+        pid,
+        ppid,
+        status,
+        ..Default::default()
+    };
+    let good = [zombie(3, 1, 7 << 8), zombie(4, 2, 9), zombie(5, 2, 0x86)];
+    let bad = [
+        (zombie(2, 1, 0), "zombie entry 0 (pid 2"),
+        (zombie(0, 1, 0), "zombie entry 0 (pid 0"),
+        (zombie(3, 7, 0), "zombie 3 has parent 7"),
+        (zombie(3, 3, 0), "zombie 3 has parent 3"),
+        (zombie(3, 1, 0x7f), "status 0x7f"),
+        (zombie(3, 1, 65), "status 0x41"),
+        (zombie(3, 1, 0x10100), "status 0x10100"),
+        (zombie(3, 1, 0x101), "status 0x101"),
+    ];
+    let with = |zombies: Vec<ZombieEntry>| {
+        let mut m = manifest(&[(1, 0), (2, 1)]);
+        m.zombies = zombies;
+        let mut w = ContainerWriter::new(Vec::new(), &m).unwrap();
+        for pid in [1, 2] {
+            w.begin_process(pid).unwrap();
+            w.data(b"image").unwrap();
+            w.end_process().unwrap();
+        }
+        w.finish().unwrap().0
+    };
+    let (read, _) = read_all(&with(good.to_vec())).unwrap();
+    assert_eq!(read.zombies, good);
+    let twice = with(vec![good[0].clone(), good[0].clone()]);
+    let what = bad_what(ContainerReader::new(&twice[..]).verify().unwrap_err());
+    assert!(what.contains("zombie entry 1 (pid 3"), "{what}");
+    for (z, why) in bad {
+        let bytes = with(vec![z]);
+        let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+        assert!(what.contains(why), "{why}: {what}");
+    }
+    assert!(!ZombieEntry::status_valid(-1));
+    assert!(ZombieEntry::status_valid(255 << 8));
 }
 
 #[test]

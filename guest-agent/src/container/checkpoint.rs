@@ -464,7 +464,9 @@ fn manifest(
     kernel_format: u32,
 ) -> Result<Manifest, DumpError> {
     let pids = container.processes().map_err(DumpError::List)?;
-    let processes = dump::tree(container.init, &dump::inspect(&pids)?)?;
+    let found = dump::inspect(&pids)?;
+    let processes = dump::tree(container.init, &found.processes)?;
+    let zombies = dump::zombies(&found, &processes);
     let config = &container.config;
     Ok(Manifest {
         id: container.id.clone(),
@@ -485,6 +487,7 @@ fn manifest(
             .filter(|_| config.has(super::spec::Namespace::Uts)),
         processes,
         leave_running: request.leave_running,
+        zombies,
     })
 }
 

@@ -29,7 +29,7 @@ use crvmm_protocol::transfer::{read_incoming, Incoming};
 use crvmm_protocol::{AgentError, ContainerInfo, ContainerRestore, ErrorKind, Response};
 
 use super::cgroup::Cgroup;
-use super::restorer::{RestorePlan, RestoreProc};
+use super::restorer::{RestorePlan, RestoreProc, RestoreZombie};
 use super::spec::{self, Namespace};
 use super::{adopt, create, prepare, Container, ContainerError, Lifecycle, Registry};
 
@@ -183,8 +183,23 @@ pub fn restore(
         agent_ends.push(ours);
         child_ends.push(theirs);
     }
+    let zombies = manifest
+        .zombies
+        .iter()
+        .map(|z| RestoreZombie {
+            proc: RestoreProc {
+                pid: z.pid,
+                ppid: z.ppid,
+                pgid: z.pgid,
+                sid: z.sid,
+                fd: -1,
+            },
+            status: z.status,
+        })
+        .collect();
     let plan = RestorePlan {
         procs,
+        zombies,
         set_tid: config.has(Namespace::Pid),
     };
     let spawned = match create::spawn_restorer(&config, &cgroup, &log_path, plan) {

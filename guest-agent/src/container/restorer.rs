@@ -38,11 +38,22 @@ pub(super) struct RestoreProc {
     pub(super) fd: RawFd,
 }
 
+/// A zombie to make again: a child that exits at once with `status`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RestoreZombie {
+    /// Its pid, parent, group and session, as for [`RestoreProc`].
+    pub(super) proc: RestoreProc,
+    /// Its wait status (exit code << 8, or a signal number).
+    pub(super) status: i32,
+}
+
 /// The tree to build: the init first, parents before children.
 #[derive(Debug, Clone)]
 pub(super) struct RestorePlan {
     /// The processes.
     pub(super) procs: Vec<RestoreProc>,
+    /// The zombies, each made by its parent before that restarts.
+    pub(super) zombies: Vec<RestoreZombie>,
     /// Give each process its old pid (the container has a pid namespace).
     pub(super) set_tid: bool,
 }
@@ -72,22 +83,7 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
                 if i == me || child.ppid != parent {
                     continue;
                 }
-                let tid: libc::pid_t = child.pid;
-                let args = CloneArgs {
-                    exit_signal: libc::SIGCHLD as u64,
-                    set_tid: if plan.set_tid {
-                        &tid as *const libc::pid_t as u64
-                    } else {
-                        0
-                    },
-                    set_tid_size: u64::from(plan.set_tid),
-                    ..CloneArgs::default()
-                };
-                let ret = libc::syscall(
-                    libc::SYS_clone3,
-                    &args as *const CloneArgs,
-                    std::mem::size_of::<CloneArgs>(),
-                );
+                let ret = clone_with_pid(plan, child.pid);
                 if ret == 0 {
                     // The new process builds its own children next.
                     me = i;
@@ -95,6 +91,15 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
                 }
                 if ret < 0 {
                     fail(p, Step::RestoreClone, i);
+                }
+            }
+            for zombie in plan.zombies.iter().filter(|z| z.proc.ppid == parent) {
+                let ret = clone_with_pid(plan, zombie.proc.pid);
+                if ret == 0 {
+                    become_zombie(p, plan, zombie, me);
+                }
+                if ret < 0 {
+                    fail(p, Step::RestoreClone, me);
                 }
             }
             break;
@@ -108,6 +113,61 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
         libc::prctl(libc::PR_SET_NAME, c"crvmm-restore".as_ptr(), 0, 0, 0);
         libc::syscall(NR_RESTART, 0, procs[me].fd, 0, 2);
         fail(p, Step::Restart, me)
+    }
+}
+
+/// clone3() giving the child `pid` (if the plan sets pids); its return.
+fn clone_with_pid(plan: &RestorePlan, pid: i32) -> libc::c_long {
+    let tid: libc::pid_t = pid;
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if plan.set_tid {
+            &tid as *const libc::pid_t as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(plan.set_tid),
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 with a valid, fully initialised argument block and no
+    // stack of ours shared (no CLONE_VM): the child is a copy.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    }
+}
+
+/// The child made for a zombie: joins its session and group, then ends
+/// the way the zombie did: `_exit` with its code, or killed by its signal
+/// (with core dumps off, so no core file is written: the core flag of the
+/// status is not kept). A signal whose default action does not kill ends
+/// it with code 127 instead.
+fn become_zombie(p: &Prepared, plan: &RestorePlan, zombie: &RestoreZombie, parent: usize) -> ! {
+    if plan.set_tid {
+        join_session_and_group(p, zombie.proc, parent);
+    }
+    let sig = zombie.status & 0x7f;
+    // SAFETY: plain system calls in the single-threaded child, which ends
+    // here without running anything of ours.
+    unsafe {
+        if sig != 0 {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(127);
+        }
+        libc::_exit((zombie.status >> 8) & 0xff)
     }
 }
 

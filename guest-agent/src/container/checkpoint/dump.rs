@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::thread;
 
-use crvmm_cr_image::container::{ContainerWriter, Manifest, ProcessEntry};
+use crvmm_cr_image::container::{ContainerWriter, Manifest, ProcessEntry, ZombieEntry};
 use nix::errno::Errno;
 
 use super::sink::SinkStatus;
@@ -208,12 +208,15 @@ pub fn parse_status(text: &str) -> Option<StatusIds> {
     })
 }
 
-/// The state of a `/proc/<pid>/status` text in words, if stage 1 cannot
-/// restore a process in it.
+/// A zombie's state in words.
+const ZOMBIE: &str = "a zombie (exited, not yet reaped by its parent)";
+
+/// The state of a `/proc/<pid>/status` text in words, if it is not one
+/// of a running or sleeping process.
 pub fn unsupported_state(status: &str) -> Option<&'static str> {
     let state = status.lines().find_map(|l| l.strip_prefix("State:"))?;
     match state.trim_start().chars().next()? {
-        'Z' => Some("a zombie (exited, not yet reaped by its parent)"),
+        'Z' => Some(ZOMBIE),
         'T' => Some("stopped (SIGSTOP or a job-control signal)"),
         't' => Some("stopped by a tracer"),
         _ => None,
@@ -237,19 +240,76 @@ pub struct Found {
     pub comm: String,
 }
 
-/// Reads what the manifest needs about each guest PID in `pids`, and
-/// refuses a child of theirs that is not among them: a zombie (cgroup.procs
-/// does not list exited processes) or a process moved to another cgroup.
-pub fn inspect(pids: &[u32]) -> Result<Vec<Found>, DumpError> {
-    let found = inspect_listed(pids)?;
-    refuse_unlisted_children(pids)?;
-    Ok(found)
+/// A zombie child of the container's processes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundZombie {
+    /// Its guest PID.
+    pub guest_pid: i32,
+    /// Its parent's guest PID.
+    pub guest_ppid: i32,
+    /// Its PID, process group and session in the container.
+    pub ns_pid: i32,
+    /// (See `ns_pid`.)
+    pub ns_pgid: i32,
+    /// (See `ns_pid`.)
+    pub ns_sid: i32,
+    /// Its command name.
+    pub comm: String,
+    /// Its wait status.
+    pub status: i32,
 }
 
-fn refuse_unlisted_children(pids: &[u32]) -> Result<(), DumpError> {
+/// The container's processes and its zombies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspected {
+    /// Live processes (those of cgroup.procs).
+    pub processes: Vec<Found>,
+    /// Exited children of theirs not yet reaped.
+    pub zombies: Vec<FoundZombie>,
+}
+
+/// Reads what the manifest needs about each guest PID in `pids`, collects
+/// the zombies among their children (cgroup.procs does not list exited
+/// processes), and refuses any other child not among them (a process moved
+/// to another cgroup).
+pub fn inspect(pids: &[u32]) -> Result<Inspected, DumpError> {
+    let processes = inspect_listed(pids)?;
+    let zombies = unlisted_children(pids)?;
+    Ok(Inspected { processes, zombies })
+}
+
+/// The wait status of a zombie from its `/proc/<pid>/stat` (field 52,
+/// `exit_code`).
+pub fn exit_status(stat: &str) -> Option<i32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(49)?.parse().ok()
+}
+
+/// The manifest's zombie entries: `found`'s zombies, their parents named
+/// by container PID (from `processes`, the manifest's list).
+pub fn zombies(found: &Inspected, processes: &[ProcessEntry]) -> Vec<ZombieEntry> {
+    found
+        .zombies
+        .iter()
+        .filter_map(|z| {
+            let parent = processes.iter().find(|p| p.guest_pid == z.guest_ppid)?;
+            Some(ZombieEntry {
+                pid: z.ns_pid,
+                ppid: parent.pid,
+                comm: z.comm.clone(),
+                pgid: z.ns_pgid,
+                sid: z.ns_sid,
+                status: z.status,
+            })
+        })
+        .collect()
+}
+
+fn unlisted_children(pids: &[u32]) -> Result<Vec<FoundZombie>, DumpError> {
     let listed: std::collections::BTreeSet<i32> = pids.iter().map(|&p| p as i32).collect();
+    let mut zombies = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Ok(());
+        return Ok(zombies);
     };
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -273,15 +333,32 @@ fn refuse_unlisted_children(pids: &[u32]) -> Result<(), DumpError> {
             continue;
         }
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        return Err(DumpError::Unsupported {
-            pid: ids.ns_pid,
-            comm: comm.trim_end().to_owned(),
-            guest_pid: pid,
-            what: unsupported_state(&status)
-                .unwrap_or("a child of the container outside its cgroup"),
-        });
+        let comm = comm.trim_end().to_owned();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = unsupported_state(&status) == Some(ZOMBIE);
+        match exit_status(&stat).filter(|&s| zombie && ZombieEntry::status_valid(s)) {
+            Some(status) => zombies.push(FoundZombie {
+                guest_pid: pid,
+                guest_ppid: ids.ppid,
+                ns_pid: ids.ns_pid,
+                ns_pgid: ids.ns_pgid,
+                ns_sid: ids.ns_sid,
+                comm,
+                status,
+            }),
+            None => {
+                return Err(DumpError::Unsupported {
+                    pid: ids.ns_pid,
+                    comm,
+                    guest_pid: pid,
+                    what: unsupported_state(&status)
+                        .unwrap_or("a child of the container outside its cgroup"),
+                })
+            }
+        }
     }
-    Ok(())
+    zombies.sort_by_key(|z| z.ns_pid);
+    Ok(zombies)
 }
 
 fn inspect_listed(pids: &[u32]) -> Result<Vec<Found>, DumpError> {
@@ -571,6 +648,15 @@ mod tests {
         );
         assert_eq!(parse_status("PPid:\t1\n"), None);
         assert_eq!(parse_status("NSpid:\t3\n"), None);
+    }
+
+    #[test]
+    fn a_zombies_exit_status_is_the_last_stat_field() {
+        let zeros = vec!["0"; 48].join(" ");
+        let stat = format!("7 (sh (x) y) Z {zeros} 2304\n");
+        assert_eq!(exit_status(&stat), Some(2304));
+        assert_eq!(exit_status("7 (sh) Z 1 2"), None);
+        assert_eq!(exit_status("garbage"), None);
     }
 
     #[test]
