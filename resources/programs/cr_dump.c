@@ -1,7 +1,7 @@
 /*
  * cr_dump: checkpoint one process with the checkpoint(2) system call.
  *
- *   cr_dump [-n] [-k] [-u uid] <pid> <cgroup-dir> <image|-> [log|-]
+ *   cr_dump [-n] [-k] [-i] [-u uid] <pid> <cgroup-dir> <image|-> [log|-]
  *
  * Freezes <cgroup-dir> (cgroup v2: writes 1 to cgroup.freeze and waits
  * for "frozen 1" in cgroup.events), writes the image of <pid> to <image>
@@ -9,7 +9,9 @@
  * target (-k) or not, and thaws the cgroup. The kernel's log lines go to
  * <log> (default: standard error). -n skips the freeze (to test that the
  * kernel refuses an unfrozen target); -u switches to <uid> after freezing
- * (to test that the kernel refuses a caller without permission).
+ * (to test that the kernel refuses a caller without permission); -i
+ * passes CR_CHECKPOINT_INHERIT_STDIO (descriptors 0 to 2 are left to
+ * whoever restarts the image).
  *
  * Exit status 0 on success; otherwise 1, with the errno printed. The
  * cgroup is thawed in every case but a failed freeze.
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #define CR_NR_CHECKPOINT 463
+#define CR_CHECKPOINT_INHERIT_STDIO 0x1UL
 
 static int write_str(const char *dir, const char *file, const char *val)
 {
@@ -81,6 +84,7 @@ int main(int argc, char **argv)
 	int no_freeze = 0, kill_after = 0, fd, logfd = 2, opt, uid = -1;
 	const char *cg, *image;
 	double t0, t1, t2;
+	unsigned long flags = 0;
 	long ret;
 	pid_t pid;
 
@@ -90,13 +94,15 @@ int main(int argc, char **argv)
 	 * leaves the target frozen.
 	 */
 	signal(SIGPIPE, SIG_IGN);
-	while ((opt = getopt(argc, argv, "nku:")) != -1) {
+	while ((opt = getopt(argc, argv, "nkiu:")) != -1) {
 		if (opt == 'u')
 			uid = atoi(optarg);
 		else if (opt == 'n')
 			no_freeze = 1;
 		else if (opt == 'k')
 			kill_after = 1;
+		else if (opt == 'i')
+			flags |= CR_CHECKPOINT_INHERIT_STDIO;
 		else
 			goto usage;
 	}
@@ -134,7 +140,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t1 = now();
-	ret = syscall(CR_NR_CHECKPOINT, pid, fd, 0UL, logfd);
+	ret = syscall(CR_NR_CHECKPOINT, pid, fd, flags, logfd);
 	t2 = now();
 	if (ret != 0) {
 		int e = errno;
@@ -162,6 +168,6 @@ int main(int argc, char **argv)
 	}
 	return 0;
 usage:
-	fprintf(stderr, "usage: %s [-n] [-k] [-u uid] <pid> <cgroup-dir> <image|-> [log|-]\n", argv[0]);
+	fprintf(stderr, "usage: %s [-n] [-k] [-i] [-u uid] <pid> <cgroup-dir> <image|-> [log|-]\n", argv[0]);
 	return 2;
 }

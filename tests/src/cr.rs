@@ -1,9 +1,9 @@
 //! A checkpoint/restart lab in a guest: runs the test programs of
-//! `resources/programs/` (`cr_target`, `cr_threads`, `cr_signals`,
+//! `resources/programs/` (`cr_target`, `cr_threads`, `cr_signals`, `cr_files`,
 //! `cr_dump`, `cr_restart`, `cr_mangle`, `zstdpipe`) through the agent and
 //! reads their results.
 //!
-//! A target (`cr_target`, `cr_threads` or `cr_signals` `<dir>`) keeps a
+//! A target (`cr_target`, `cr_threads`, `cr_signals` or `cr_files` `<dir>`) keeps a
 //! counter in `<dir>/state` ("count N") and, on SIGUSR1, checks all of its
 //! own state and writes "PASS N" or "FAIL what" to `<dir>/verdict`. A
 //! target is named by its directory, which is also in its (restored)
@@ -23,7 +23,7 @@ P=/usr/lib/crvmm/programs
 CG=/sys/fs/cgroup
 # tpid DIR: the pid of the live target whose arguments name DIR.
 tpid() {
-	for q in $(pidof cr_target cr_threads cr_signals); do
+	for q in $(pidof cr_target cr_threads cr_signals cr_files); do
 		if tr '\0' ' ' </proc/$q/cmdline 2>/dev/null | grep -q " $1 "; then
 			echo $q
 			return

@@ -135,6 +135,80 @@ fn threads_signals_and_timers_survive_restart() {
     sandbox.assert_clean();
 }
 
+/// Open files: regular files with their offsets and flags, a directory,
+/// character devices, close-on-exec, the working directory; a file changed
+/// or gone since the checkpoint fails restart with its name; pipes,
+/// sockets, eventfds and deleted files are refused with the fd.
+#[test]
+fn open_files_survive_restart_and_changed_files_are_refused() {
+    let sandbox = Sandbox::new();
+    let mut lab = CrLab::boot(&sandbox, &unique_name("cr-files"), 256);
+    let dir = "/tmp/files";
+    let pid = lab.start_program("cr_files", dir, dir, "files");
+    lab.wait_count_above(dir, 3);
+    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/files /tmp/files.img"));
+    assert!(out.status.success(), "cr_dump: {out:?}");
+    lab.kill_target(dir);
+    let at_dump = lab.count(dir).unwrap();
+
+    // The log grew (or the file went away) since: refused before the point
+    // of no return, with the file's name.
+    lab.sh_ok("cp /tmp/files/log /tmp/log.keep && echo more >>/tmp/files/log");
+    let out = lab.sh("$P/cr_restart /tmp/files.img");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed_errno(&out), Some(libc::ESTALE), "{err}");
+    assert!(
+        err.contains("fd 5: /tmp/files/log changed: size 7, was 2"),
+        "{err}"
+    );
+    lab.sh_ok("rm /tmp/files/log");
+    let out = lab.sh("$P/cr_restart /tmp/files.img");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(printed_errno(&out), Some(libc::ENOENT), "{err}");
+    assert!(err.contains("fd 5: cannot open /tmp/files/log"), "{err}");
+
+    // As it was: the process comes back with its files.
+    lab.sh_ok("mv /tmp/log.keep /tmp/files/log");
+    lab.sh_ok("$P/cr_restart /tmp/files.img </dev/null >/tmp/files-restart.log 2>&1 &");
+    let new = lab.wait_restarted(dir, pid);
+    lab.wait_count_above(dir, at_dump);
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "restarted: {verdict}");
+    let cwd = lab.sh_ok(&format!("readlink /proc/{new}/cwd"));
+    assert_eq!(cwd.trim(), dir);
+    lab.kill_target(dir);
+
+    for (mode, what) in [
+        ("pipe", "(pipe:["),
+        ("socket", "(socket:["),
+        (
+            "eventfd",
+            "(anon_inode:[eventfd]): an anonymous or special file",
+        ),
+        ("deleted", "its file was deleted"),
+    ] {
+        let dir = format!("/tmp/f-{mode}");
+        let args = format!("{dir} {mode}");
+        let pid = lab.start_program("cr_files", &args, &dir, mode);
+        let out = lab.sh(&format!("$P/cr_dump {pid} $CG/{mode} /tmp/f.img"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(printed_errno(&out), Some(libc::EOPNOTSUPP), "{mode}: {err}");
+        assert!(
+            err.contains("resource fd 9") && err.contains(what),
+            "{mode}: {err}"
+        );
+        lab.sh_ok(&format!("grep -q 'frozen 0' $CG/{mode}/cgroup.events"));
+        let verdict = lab.verify(&dir);
+        assert!(
+            verdict.starts_with("FAIL fd 9 is open"),
+            "{mode}: {verdict}"
+        );
+        lab.kill_target(&dir);
+    }
+    lab.shutdown();
+    sandbox.assert_clean();
+}
+
 #[test]
 fn image_streams_through_a_pipe_and_zstd_and_restarts_identically() {
     let sandbox = Sandbox::new();

@@ -73,7 +73,7 @@ fn checkpoint_by_hand(agent: &mut AgentConnection, id: &str) -> (Vec<u8>, u64) {
     guest_sh(
         agent,
         &format!(
-            "/usr/lib/crvmm/programs/cr_dump -n {pid} {} /tmp/{id}.img",
+            "/usr/lib/crvmm/programs/cr_dump -n -i {pid} {} /tmp/{id}.img",
             info.cgroup
         ),
     );
@@ -277,7 +277,7 @@ fn restores_a_process_tree_with_its_pids() {
         .expect("a second process");
     a.container_freeze("tree", None).unwrap();
     let at = count(&mut a, info.pid).unwrap();
-    let dump = "/usr/lib/crvmm/programs/cr_dump -n";
+    let dump = "/usr/lib/crvmm/programs/cr_dump -n -i";
     guest_sh(
         &mut a,
         &format!(

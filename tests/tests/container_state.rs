@@ -84,6 +84,10 @@ fn assert_restored(agent: &mut AgentConnection, id: &str, at: [u64; 2], ids: &st
     let init = agent.container_state(id).unwrap().pid;
     wait_counting(agent, init, at);
     assert_eq!(exec(agent, id, IDS), ids, "{id}: pids and thread ids");
+    // Standard input and output are the new container's; nothing of the
+    // restorer (image socket, report pipe) is left open.
+    let fds = exec(agent, id, FDS);
+    assert_eq!(fds, "0 1 2\n0 1 2\n", "{id}: open descriptors");
     exec(
         agent,
         id,
@@ -103,6 +107,9 @@ fn assert_restored(agent: &mut AgentConnection, id: &str, at: [u64; 2], ids: &st
         assert!(verdict.starts_with("PASS"), "{id} {dir}: {verdict}");
     }
 }
+
+/// The open descriptors of both processes.
+const FDS: &str = "for p in 1 $(pidof cr_threads); do echo $(ls /proc/$p/fd | sort -n); done";
 
 /// Every process's pid and thread ids, as seen in the container.
 const IDS: &str = "for p in 1 $(pidof cr_threads); do echo $p: $(ls /proc/$p/task | sort -n); done";

@@ -10,10 +10,11 @@
 //! other end the agent feeds); the kernel's log lines go to standard error,
 //! the container's `init.log`. A process whose restart fails reports
 //! [`Step::Restart`] with its index and errno on the report pipe and exits;
-//! the kernel kills one that fails after the point of no return. Stage 1
-//! kernels keep the caller's open files across restart, so a restored
-//! process holds standard input (`/dev/null`), output and error (the log),
-//! its image socket and the report pipe.
+//! the kernel kills one that fails after the point of no return. Images are
+//! taken with `CR_CHECKPOINT_INHERIT_STDIO`: restart keeps the caller's
+//! descriptors 0 to 2 (standard input `/dev/null`, output and error the new
+//! container's log), closes the others (the image socket, the report pipe)
+//! and opens the image's own files.
 
 use std::os::fd::RawFd;
 

@@ -24,6 +24,10 @@ use super::sink::SinkStatus;
 /// `checkpoint(pid, fd, flags, logfd)` on x86-64 (`CR_NR_CHECKPOINT`).
 const SYS_CHECKPOINT: libc::c_long = 463;
 
+/// `CR_CHECKPOINT_INHERIT_STDIO`: descriptors 0 to 2 are not saved; a
+/// restored process gets those of its restorer (the new container's).
+const CHECKPOINT_INHERIT_STDIO: libc::c_ulong = 0x1;
+
 /// The kernel's image format version, as the running kernel states it.
 pub const FORMAT_VERSION_FILE: &str = "/sys/kernel/checkpoint/format_version";
 
@@ -562,7 +566,7 @@ fn read_log(log: &OwnedFd) -> String {
         .join("; ")
 }
 
-/// `checkpoint(pid, fd, 0, logfd)`.
+/// `checkpoint(pid, fd, CR_CHECKPOINT_INHERIT_STDIO, logfd)`.
 fn sys_checkpoint(pid: i32, fd: RawFd, logfd: RawFd) -> Result<(), Errno> {
     // SAFETY: the system call takes four integers; the kernel only writes
     // to the two descriptors, which stay open for the whole call (`fd` is
@@ -573,7 +577,7 @@ fn sys_checkpoint(pid: i32, fd: RawFd, logfd: RawFd) -> Result<(), Errno> {
             SYS_CHECKPOINT,
             pid as libc::c_long,
             fd as libc::c_long,
-            0 as libc::c_ulong,
+            CHECKPOINT_INHERIT_STDIO,
             logfd as libc::c_long,
         )
     };

@@ -38,9 +38,18 @@ pub fn restored(
 ) -> Outcome {
     let deadline = Instant::now() + timeout;
     let wanted = manifest.processes.len();
+    // Restart closes the report pipe in every process it restores: the end
+    // of the pipe is no failure by itself.
+    let mut reports_open = true;
     loop {
-        if let Some(failure) = read_report(report, manifest) {
-            return Outcome::Failed(failure);
+        if reports_open {
+            match read_report(report, manifest) {
+                Report::Failure(failure) => return Outcome::Failed(failure),
+                Report::Closed => reports_open = false,
+                Report::None => {}
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
         }
         match waitpid(Pid::from_raw(init), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
@@ -56,14 +65,21 @@ pub fn restored(
             Ok(_) => {}
             Err(e) => return Outcome::Failed(format!("waiting for the init: {e}")),
         }
-        let done = cgroup
-            .pids()
-            .unwrap_or_default()
+        let pids = cgroup.pids().unwrap_or_default();
+        let alive = pids.len();
+        let done = pids
             .into_iter()
             .filter(|&pid| is_restored(pid, manifest))
             .count();
         if done == wanted {
             return Outcome::Restored;
+        }
+        // No restorer holds the pipe any more: each has restarted or died.
+        if !reports_open && alive < wanted {
+            return Outcome::Failed(format!(
+                "{} of {wanted} processes ended during the restore",
+                wanted - alive
+            ));
         }
         if Instant::now() >= deadline {
             return Outcome::Failed(format!(
@@ -74,8 +90,18 @@ pub fn restored(
     }
 }
 
+/// What the report pipe said.
+enum Report {
+    /// Nothing within 50 ms.
+    None,
+    /// Every process that held it has closed it.
+    Closed,
+    /// A failure, in words.
+    Failure(String),
+}
+
 /// A failure record on the report pipe (waits up to 50 ms for one).
-fn read_report(report: &File, manifest: &Manifest) -> Option<String> {
+fn read_report(report: &File, manifest: &Manifest) -> Report {
     let mut pfd = libc::pollfd {
         fd: report.as_raw_fd(),
         events: libc::POLLIN,
@@ -83,13 +109,12 @@ fn read_report(report: &File, manifest: &Manifest) -> Option<String> {
     };
     // SAFETY: one valid pollfd, exclusively borrowed.
     if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
-        return None;
+        return Report::None;
     }
     let mut buf = [0u8; RECORD_LEN];
     let n = (&*report).read(&mut buf).unwrap_or(0);
     if n != RECORD_LEN {
-        // End of file: every process that held the pipe is gone.
-        return Some("every process of the container ended during the restore".into());
+        return Report::Closed;
     }
     let step = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
     let index = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes")) as usize;
@@ -103,7 +128,7 @@ fn read_report(report: &File, manifest: &Manifest) -> Option<String> {
         .processes
         .get(index)
         .map_or((0, ""), |p| (p.pid, p.comm.as_str()));
-    Some(format!(
+    Report::Failure(format!(
         "{what} process {index} (pid {pid} {comm:?}) failed: {}",
         std::io::Error::from_raw_os_error(errno)
     ))
