@@ -260,3 +260,72 @@ fn zombies_keep_their_pids_parents_and_exit_status() {
     drop((vm_a, vm_b));
     sandbox.assert_clean();
 }
+
+/// An unmodified program: a busybox shell loop that counts in a shell
+/// variable and runs `sleep` as a child each turn, migrated to a second
+/// VM: it goes on counting from where it was, not from 1.
+#[test]
+fn a_busybox_shell_loop_counts_on_in_another_vm() {
+    let sandbox = Sandbox::new();
+    let (vm_a, mut a) = boot(&sandbox, "shell-a");
+    let script = "i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 0.2; done";
+    let spec = BasicSpec::new(["sh", "-c", script]).to_json();
+    let info = a.container_create("loop", spec, true).unwrap();
+    let read = |agent: &mut AgentConnection, init: u32| -> Option<u64> {
+        container_file(agent, init, "n")?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read(&mut a, info.pid).unwrap_or(0) < 5 {
+        assert!(Instant::now() < deadline, "the loop does not count");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The count just before the checkpoint (the container is gone after).
+    let at = read(&mut a, info.pid).unwrap();
+    let request = ContainerCheckpoint {
+        container: "loop".into(),
+        stream: true,
+        ..ContainerCheckpoint::default()
+    };
+    let mut image = Vec::new();
+    let mut fresh = vm_a
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .unwrap();
+    fresh
+        .container_checkpoint(request, &mut image, &mut |_| {})
+        .unwrap();
+    a.container_delete("loop", true).unwrap();
+
+    let (vm_b, mut b) = boot(&sandbox, "shell-b");
+    let request = ContainerRestore {
+        container: "loop".into(),
+        guest_file: None,
+    };
+    let restored = b
+        .container_restore(request, &mut &image[..], &mut |_| {})
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(n) = read(&mut b, restored.pid) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored loop does not count"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        first > at && first <= at + 15,
+        "restored loop wrote {first}; it was at {at}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read(&mut b, restored.pid).unwrap_or(0) < first + 3 {
+        assert!(Instant::now() < deadline, "the restored loop stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.container_delete("loop", true).unwrap();
+    drop((a, b, fresh));
+    drop((vm_a, vm_b));
+    sandbox.assert_clean();
+}
