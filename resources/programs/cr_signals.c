@@ -12,11 +12,13 @@
  * ITIMER_VIRTUAL at 1000 s with a 7 s interval. With "posixtimer" it also
  * creates a POSIX timer (timer_create), which checkpoint must refuse.
  *
- * Main writes "count <n>" to <dir>/state about every 100 ms. On SIGUSR1 it
- * checks that every queued signal is still queued, in order, with its
- * payload and sender, on the right thread; that SIGALRM keeps coming; and
- * the timers' settings; then queues the same signals again and writes
- * "PASS <n>" or "FAIL <what>" to <dir>/verdict.
+ * Main writes "count <n>" to <dir>/state about every 100 ms, and reads
+ * CLOCK_MONOTONIC and CLOCK_BOOTTIME each time: they must never go back
+ * (also across a restart in another machine). On SIGUSR1 it checks that,
+ * that every queued signal is still queued, in order, with its payload and
+ * sender, on the right thread; that SIGALRM keeps coming; and the timers'
+ * settings; then queues the same signals again and writes "PASS <n>" or
+ * "FAIL <what>" to <dir>/verdict.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,6 +46,8 @@ static volatile uint64_t alarms;
 static pid_t sender;
 static pthread_t helper;
 static volatile int helper_request, helper_result;
+static int64_t clock_back_ns;		/* the largest step back seen */
+static const char *clock_back_name;
 
 static void write_file(const char *name, const char *text)
 {
@@ -171,6 +175,32 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t ns_of(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Reads both clocks and remembers if one went back. */
+static void watch_clocks(void)
+{
+	static int64_t last[2];
+	static const clockid_t ids[2] = { CLOCK_MONOTONIC, CLOCK_BOOTTIME };
+	static const char *const names[2] = { "CLOCK_MONOTONIC", "CLOCK_BOOTTIME" };
+
+	for (int i = 0; i < 2; i++) {
+		int64_t now = ns_of(ids[i]);
+
+		if (now < last[i] && last[i] - now > clock_back_ns) {
+			clock_back_ns = last[i] - now;
+			clock_back_name = names[i];
+		}
+		last[i] = now;
+	}
+}
+
 #define FAIL(...) do { snprintf(why, sizeof(why), __VA_ARGS__); goto out; } while (0)
 
 static void verify(uint64_t count)
@@ -181,6 +211,9 @@ static void verify(uint64_t count)
 	uint64_t a0, deadline;
 	sigset_t pending;
 
+	if (clock_back_ns)
+		FAIL("%s went back by %lld ms", clock_back_name,
+		     (long long)(clock_back_ns / 1000000));
 	sigpending(&pending);
 	if (!sigismember(&pending, SIGRTMIN + 1) || !sigismember(&pending, SIGRTMIN + 2) ||
 	    !sigismember(&pending, SIGUSR2) || !sigismember(&pending, SIGWINCH))
@@ -280,6 +313,7 @@ int main(int argc, char **argv)
 		}
 	}
 	for (;;) {
+		watch_clocks();
 		count++;
 		snprintf(line, sizeof(line), "count %llu\n", (unsigned long long)count);
 		write_file("state", line);

@@ -100,6 +100,21 @@ pub struct Manifest {
     /// (zombies): no kernel image, restore makes each exit again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zombies: Vec<ZombieEntry>,
+    /// The container's clocks at the checkpoint, as its processes saw them
+    /// (time namespace offsets included): restore puts the new container
+    /// in a time namespace that goes on from them, so that they never go
+    /// back, in this VM or another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clocks: Option<Clocks>,
+}
+
+/// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME`, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clocks {
+    /// `CLOCK_MONOTONIC`.
+    pub monotonic_ns: u64,
+    /// `CLOCK_BOOTTIME`.
+    pub boottime_ns: u64,
 }
 
 /// A zombie of the container: exited, waiting for its parent's `wait()`.

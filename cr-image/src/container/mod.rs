@@ -9,7 +9,7 @@ mod reader;
 mod writer;
 
 pub use check::{check_container, ChannelReader, ContainerCheck, ProcessCheck};
-pub use format::{hex, Digest, Manifest, ProcessEntry, ZombieEntry};
+pub use format::{hex, Clocks, Digest, Manifest, ProcessEntry, ZombieEntry};
 pub use reader::{ContainerError, ContainerReader, Event};
 pub use writer::{ContainerWriter, Written};
 

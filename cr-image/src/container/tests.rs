@@ -22,6 +22,7 @@ fn manifest(pids: &[(i32, i32)]) -> Manifest {
             .collect(),
         leave_running: false,
         zombies: Vec::new(),
+        clocks: None,
     }
 }
 

@@ -488,6 +488,9 @@ fn manifest(
         processes,
         leave_running: request.leave_running,
         zombies,
+        // Frozen now: what the processes saw last. A clock that cannot be
+        // read leaves the restored container on the guest's clocks.
+        clocks: super::clocks::seen_by(container.init).ok(),
     })
 }
 

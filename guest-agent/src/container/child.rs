@@ -83,9 +83,10 @@ pub(super) enum Step {
     RestoreClone,
     Restart,
     RestoreSession,
+    RestoreClock,
 }
 
-pub(super) const STEPS: [Step; 26] = [
+pub(super) const STEPS: [Step; 27] = [
     Step::Ready,
     Step::Stdio,
     Step::WaitParent,
@@ -112,6 +113,7 @@ pub(super) const STEPS: [Step; 26] = [
     Step::RestoreClone,
     Step::Restart,
     Step::RestoreSession,
+    Step::RestoreClock,
 ];
 
 /// Descriptors the child uses, open in the parent.

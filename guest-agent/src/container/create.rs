@@ -467,6 +467,9 @@ fn describe(record: &Record, config: &Config) -> String {
         Step::RestoreClone => format!("creating process {i} of the image (clone3 with set_tid)"),
         Step::Restart => format!("restarting process {i} from its image (restart)"),
         Step::RestoreSession => format!("giving process {i} its session and process group"),
+        Step::RestoreClock => {
+            "making a time namespace in which the image's clocks go on (timens_offsets)".into()
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 pub mod cgroup;
 pub mod checkpoint;
 mod child;
+pub mod clocks;
 pub mod create;
 pub mod exec;
 mod lifecycle;

@@ -66,6 +66,9 @@ pub enum RestoreError {
     /// Storing the image in the guest failed.
     #[error("keeping the image in memory failed")]
     Memfd(#[source] io::Error),
+    /// The guest's clocks could not be read.
+    #[error("reading the guest's clocks failed")]
+    Clocks(#[source] io::Error),
     /// Creating the container failed.
     #[error(transparent)]
     Container(#[from] ContainerError),
@@ -197,9 +200,14 @@ pub fn restore(
             status: z.status,
         })
         .collect();
+    let clock_offsets = match &manifest.clocks {
+        Some(clocks) => Some(super::clocks::offsets_for(clocks).map_err(RestoreError::Clocks)?),
+        None => None,
+    };
     let plan = RestorePlan {
         procs,
         zombies,
+        clock_offsets,
         set_tid: config.has(Namespace::Pid),
     };
     let spawned = match create::spawn_restorer(&config, &cgroup, &log_path, plan) {

@@ -16,6 +16,7 @@
 //! container's log), closes the others (the image socket, the report pipe)
 //! and opens the image's own files.
 
+use std::ffi::CString;
 use std::os::fd::RawFd;
 
 use super::child::{report, Prepared, Step};
@@ -55,6 +56,9 @@ pub(super) struct RestorePlan {
     pub(super) procs: Vec<RestoreProc>,
     /// The zombies, each made by its parent before that restarts.
     pub(super) zombies: Vec<RestoreZombie>,
+    /// The `timens_offsets` of a new time namespace for the tree, in which
+    /// the image's clocks go on (see `clocks.rs`); none: the guest's clocks.
+    pub(super) clock_offsets: Option<CString>,
     /// Give each process its old pid (the container has a pid namespace).
     pub(super) set_tid: bool,
 }
@@ -71,6 +75,9 @@ impl RestorePlan {
 pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
     let procs = &plan.procs;
     let mut me = 0usize;
+    if let Some(offsets) = &plan.clock_offsets {
+        enter_time_namespace(p, offsets);
+    }
     // SAFETY: runs in the single-threaded child; plain system calls on the
     // plan prepared before the clone, which lives until the process ends.
     unsafe {
@@ -114,6 +121,36 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
         libc::prctl(libc::PR_SET_NAME, c"crvmm-restore".as_ptr(), 0, 0, 0);
         libc::syscall(NR_RESTART, 0, procs[me].fd, 0, 2);
         fail(p, Step::Restart, me)
+    }
+}
+
+/// Makes a time namespace with `offsets` and enters it (allowed to a
+/// single-threaded process that has not made children in it yet): the
+/// init, and every process it makes, then read the image's clocks.
+fn enter_time_namespace(p: &Prepared, offsets: &CString) {
+    // SAFETY: plain system calls in the single-threaded child, on a
+    // string prepared before the clone and descriptors it owns.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWTIME) < 0 {
+            fail(p, Step::RestoreClock, 0);
+        }
+        let fd = libc::open(
+            c"/proc/self/timens_offsets".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        let len = offsets.as_bytes().len();
+        if fd < 0 || libc::write(fd, offsets.as_ptr().cast(), len) != len as isize {
+            fail(p, Step::RestoreClock, 0);
+        }
+        libc::close(fd);
+        let ns = libc::open(
+            c"/proc/self/ns/time_for_children".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if ns < 0 || libc::setns(ns, libc::CLONE_NEWTIME) < 0 {
+            fail(p, Step::RestoreClock, 0);
+        }
+        libc::close(ns);
     }
 }
 
