@@ -1,7 +1,7 @@
 /*
  * cr_files: a process with known open files, for checkpoint/restart tests.
  *
- *   cr_files <dir> [pipe|socket|eventfd|deleted]
+ *   cr_files <dir> [pipe|fifo|socket|inet|eventfd|epoll|shm|deleted]
  *
  * Works in <dir> (its working directory) and keeps open:
  *   3  <dir>/data, read-write, at offset 4321 (the file is 10000 bytes)
@@ -11,7 +11,8 @@
  *   7  /dev/null, write-only
  *   8  /dev/zero, read-only, close-on-exec
  * With a mode it also opens one thing checkpoint must refuse: a pipe, a
- * socketpair, an eventfd, or a file it then deletes.
+ * FIFO, a socketpair, a TCP socket, an eventfd, an epoll instance, a
+ * SysV shared memory segment (attached), or a file it then deletes.
  *
  * Writes "count <n>" to <dir>/state about every 100 ms. On SIGUSR1 it
  * checks that each descriptor is still the same file with the same offset,
@@ -29,8 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/shm.h>
 #include <sys/prctl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -152,7 +156,7 @@ int main(int argc, char **argv)
 	int fd, sv[2];
 
 	if (argc < 2 || argc > 3 || argv[1][0] != '/') {
-		fprintf(stderr, "usage: %s <absolute dir> [pipe|socket|eventfd|deleted]\n",
+		fprintf(stderr, "usage: %s <absolute dir> [pipe|fifo|socket|inet|eventfd|epoll|shm|deleted]\n",
 			argv[0]);
 		return 2;
 	}
@@ -193,8 +197,20 @@ int main(int argc, char **argv)
 			ok = pipe(sv) == 0;
 		} else if (!strcmp(argv[2], "socket")) {
 			ok = socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0;
+		} else if (!strcmp(argv[2], "fifo")) {
+			snprintf(path, sizeof(path), "%s/fifo", dir);
+			ok = mkfifo(path, 0644) == 0 && open(path, O_RDWR) >= 0;
+		} else if (!strcmp(argv[2], "inet")) {
+			ok = socket(AF_INET, SOCK_STREAM, 0) >= 0;
 		} else if (!strcmp(argv[2], "eventfd")) {
 			ok = eventfd(0, 0) >= 0;
+		} else if (!strcmp(argv[2], "epoll")) {
+			ok = epoll_create1(0) >= 0;
+		} else if (!strcmp(argv[2], "shm")) {
+			int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+
+			ok = id >= 0 && shmat(id, NULL, 0) != (void *)-1 &&
+			     shmctl(id, IPC_RMID, NULL) == 0;
 		} else if (!strcmp(argv[2], "deleted")) {
 			snprintf(path, sizeof(path), "%s/gone", dir);
 			ok = open(path, O_RDWR | O_CREAT, 0644) >= 0 && unlink(path) == 0;
