@@ -27,7 +27,8 @@
 # Cache: $CRVMM_CACHE_DIR (else $XDG_CACHE_HOME/crvmm, else ~/.cache/crvmm)
 #   initramfs/<key16>/initramfs.cpio.gz (+ key, inputs, contents), published
 #   by renaming a finished temporary sibling directory.
-# Key: sha256 of the agent, /bin/busybox, every resources/programs/*.c, the
+# Key: sha256 of the agent, /bin/busybox, every resources/programs/*.c and
+# *.h, the
 # static libraries they link, this script and the first line of
 # `gcc --version`.
 set -euo pipefail
@@ -118,7 +119,7 @@ key_inputs=$(
 	for lib in "${static_libs[@]}"; do
 		h=$(sha256sum -- "$lib") && echo "${h%% *}  $(basename -- "$lib")"
 	done
-	cd "$here" && sha256sum -- build-initramfs.sh "${sources[@]}"
+	cd "$here" && sha256sum -- build-initramfs.sh "${sources[@]}" programs/*.h
 )
 key=$(sha256sum <<<"$key_inputs")
 key=${key%% *}

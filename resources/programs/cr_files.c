@@ -42,28 +42,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h"
+
 #define DATA_SIZE 10000
 
-static char dir[256];
 static volatile sig_atomic_t verify_requested;
-
-static void write_file(const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return;
-	if (write(fd, text, strlen(text)) < 0) {
-		close(fd);
-		return;
-	}
-	close(fd);
-	rename(tmp, path);
-}
 
 static void on_usr1(int sig)
 {
@@ -88,14 +71,14 @@ static int open_at(int want_fd, const char *path, int flags)
 
 static void verify(uint64_t count)
 {
-	char why[1200] = "", line[1300], buf[64], path[512], cwd[512];
+	char why[1200] = "", buf[64], path[512], cwd[512];
 	struct stat st, want;
 	struct dirent *e;
 	off_t pos;
 	DIR *d;
 	int fl;
 
-	snprintf(path, sizeof(path), "%s/data", dir);
+	snprintf(path, sizeof(path), "%s/data", lab_dir);
 	if (stat(path, &want) || fstat(3, &st) || st.st_ino != want.st_ino)
 		FAIL("fd 3 is not %s", path);
 	if ((pos = lseek(3, 0, SEEK_CUR)) != 4321)
@@ -110,12 +93,12 @@ static void verify(uint64_t count)
 		FAIL("fd 4 reads other data");
 	if (((fl = fcntl(5, F_GETFL)) & O_ACCMODE) != O_WRONLY || !(fl & O_APPEND))
 		FAIL("fd 5 flags %#x", fl);
-	snprintf(path, sizeof(path), "%s/log", dir);
+	snprintf(path, sizeof(path), "%s/log", lab_dir);
 	if (write(5, "v\n", 2) != 2 || stat(path, &st) || st.st_size % 2)
 		FAIL("fd 5 does not append to %s", path);
-	if (fstat(6, &st) || !S_ISDIR(st.st_mode) || stat(dir, &want) ||
+	if (fstat(6, &st) || !S_ISDIR(st.st_mode) || stat(lab_dir, &want) ||
 	    st.st_ino != want.st_ino)
-		FAIL("fd 6 is not %s", dir);
+		FAIL("fd 6 is not %s", lab_dir);
 	if (fstat(7, &st) || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3) ||
 	    (fcntl(7, F_GETFL) & O_ACCMODE) != O_WRONLY)
 		FAIL("fd 7 is not /dev/null for writing");
@@ -124,8 +107,8 @@ static void verify(uint64_t count)
 	for (int fd = 3; fd <= 8; fd++)
 		if (!!(fcntl(fd, F_GETFD) & FD_CLOEXEC) != (fd == 8))
 			FAIL("fd %d close-on-exec flag", fd);
-	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, dir))
-		FAIL("working directory %s, not %s", cwd, dir);
+	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, lab_dir))
+		FAIL("working directory %s, not %s", cwd, lab_dir);
 	d = opendir("/proc/self/fd");
 	if (!d)
 		FAIL("no /proc/self/fd");
@@ -139,18 +122,14 @@ static void verify(uint64_t count)
 	}
 	closedir(d);
 out:
-	if (why[0])
-		snprintf(line, sizeof(line), "FAIL %s\n", why);
-	else
-		snprintf(line, sizeof(line), "PASS %llu\n", (unsigned long long)count);
-	write_file("verdict", line);
+	lab_verdict(why, count);
 }
 
 int main(int argc, char **argv)
 {
 	const struct timespec tick = { 0, 100 * 1000 * 1000 };
 	unsigned char data[DATA_SIZE];
-	char path[512], line[64];
+	char path[512];
 	struct sigaction sa;
 	uint64_t count = 0;
 	int fd, sv[2];
@@ -160,9 +139,9 @@ int main(int argc, char **argv)
 			argv[0]);
 		return 2;
 	}
-	snprintf(dir, sizeof(dir), "%s", argv[1]);
-	mkdir(dir, 0755);
-	if (chdir(dir)) {
+	snprintf(lab_dir, sizeof(lab_dir), "%s", argv[1]);
+	mkdir(lab_dir, 0755);
+	if (chdir(lab_dir)) {
 		perror("cr_files: chdir");
 		return 1;
 	}
@@ -175,16 +154,16 @@ int main(int argc, char **argv)
 
 	for (int i = 0; i < DATA_SIZE; i++)
 		data[i] = (unsigned char)i;
-	snprintf(path, sizeof(path), "%s/data", dir);
+	snprintf(path, sizeof(path), "%s/data", lab_dir);
 	fd = open_at(3, path, O_RDWR | O_CREAT | O_TRUNC);
 	if (fd != 3 || write(3, data, DATA_SIZE) != DATA_SIZE || lseek(3, 4321, SEEK_SET) != 4321 ||
 	    open_at(4, path, O_RDONLY | O_NONBLOCK) != 4 || lseek(4, 123, SEEK_SET) != 123) {
 		perror("cr_files: data");
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/log", dir);
+	snprintf(path, sizeof(path), "%s/log", lab_dir);
 	if (open_at(5, path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND) != 5 ||
-	    write(5, "s\n", 2) != 2 || open_at(6, dir, O_RDONLY | O_DIRECTORY) != 6 ||
+	    write(5, "s\n", 2) != 2 || open_at(6, lab_dir, O_RDONLY | O_DIRECTORY) != 6 ||
 	    open_at(7, "/dev/null", O_WRONLY) != 7 || open_at(8, "/dev/zero", O_RDONLY) != 8 ||
 	    fcntl(8, F_SETFD, FD_CLOEXEC)) {
 		perror("cr_files: open");
@@ -198,7 +177,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[2], "socket")) {
 			ok = socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0;
 		} else if (!strcmp(argv[2], "fifo")) {
-			snprintf(path, sizeof(path), "%s/fifo", dir);
+			snprintf(path, sizeof(path), "%s/fifo", lab_dir);
 			ok = mkfifo(path, 0644) == 0 && open(path, O_RDWR) >= 0;
 		} else if (!strcmp(argv[2], "inet")) {
 			ok = socket(AF_INET, SOCK_STREAM, 0) >= 0;
@@ -212,7 +191,7 @@ int main(int argc, char **argv)
 			ok = id >= 0 && shmat(id, NULL, 0) != (void *)-1 &&
 			     shmctl(id, IPC_RMID, NULL) == 0;
 		} else if (!strcmp(argv[2], "deleted")) {
-			snprintf(path, sizeof(path), "%s/gone", dir);
+			snprintf(path, sizeof(path), "%s/gone", lab_dir);
 			ok = open(path, O_RDWR | O_CREAT, 0644) >= 0 && unlink(path) == 0;
 		} else {
 			fprintf(stderr, "cr_files: unknown mode %s\n", argv[2]);
@@ -225,8 +204,7 @@ int main(int argc, char **argv)
 	}
 	for (;;) {
 		count++;
-		snprintf(line, sizeof(line), "count %llu\n", (unsigned long long)count);
-		write_file("state", line);
+		lab_count(count);
 		if (verify_requested) {
 			verify_requested = 0;
 			verify(count);

@@ -36,11 +36,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h"
+
 #define NR_RT1 5
 #define NR_RT2 3
 #define NR_PRIV 3
 
-static char dir[256];
 static volatile sig_atomic_t verify_requested;
 static volatile uint64_t alarms;
 static pid_t sender;
@@ -48,29 +49,6 @@ static pthread_t helper;
 static volatile int helper_request, helper_result;
 static int64_t clock_back_ns;		/* the largest step back seen */
 static const char *clock_back_name;
-
-static void write_file(const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 && errno == ENOENT) {
-		/* Restored where the directory is gone (a new /tmp): make it. */
-		mkdir(dir, 0755);
-		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	}
-	if (fd < 0)
-		return;
-	if (write(fd, text, strlen(text)) < 0) {
-		close(fd);
-		return;
-	}
-	close(fd);
-	rename(tmp, path);
-}
 
 static void on_usr1(int sig)
 {
@@ -159,20 +137,12 @@ static void *helper_main(void *arg)
 
 			helper_result = why ? 2 : 1;
 			if (why)
-				write_file("helper-why", why);
+				lab_write("helper-why", why);
 			helper_request = 0;
 		}
 		nanosleep(&tick, NULL);
 	}
 	return NULL;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t ns_of(clockid_t id)
@@ -205,7 +175,7 @@ static void watch_clocks(void)
 
 static void verify(uint64_t count)
 {
-	char why[200] = "", line[300];
+	char why[200] = "";
 	const char *problem;
 	struct itimerval it;
 	uint64_t a0, deadline;
@@ -229,8 +199,8 @@ static void verify(uint64_t count)
 
 	helper_result = 0;
 	helper_request = 1;
-	deadline = now_ms() + 10000;
-	while (!helper_result && now_ms() < deadline)
+	deadline = lab_now_ms() + 10000;
+	while (!helper_result && lab_now_ms() < deadline)
 		usleep(10000);
 	if (helper_result != 1)
 		FAIL("helper thread: its own queued signals are wrong (%d)", helper_result);
@@ -240,8 +210,8 @@ static void verify(uint64_t count)
 		FAIL("ITIMER_REAL interval %ld.%06ld", (long)it.it_interval.tv_sec,
 		     (long)it.it_interval.tv_usec);
 	a0 = alarms;
-	deadline = now_ms() + 10000;
-	while (alarms < a0 + 2 && now_ms() < deadline)
+	deadline = lab_now_ms() + 10000;
+	while (alarms < a0 + 2 && lab_now_ms() < deadline)
 		usleep(10000);
 	if (alarms < a0 + 2)
 		FAIL("SIGALRM stopped coming (%llu)", (unsigned long long)alarms);
@@ -252,11 +222,7 @@ static void verify(uint64_t count)
 out:
 	queue_shared();
 	queue_private();
-	if (why[0])
-		snprintf(line, sizeof(line), "FAIL %s\n", why);
-	else
-		snprintf(line, sizeof(line), "PASS %llu\n", (unsigned long long)count);
-	write_file("verdict", line);
+	lab_verdict(why, count);
 }
 
 int main(int argc, char **argv)
@@ -266,15 +232,14 @@ int main(int argc, char **argv)
 	struct itimerval virt = { { 7, 0 }, { 1000, 0 } };
 	struct sigaction sa;
 	uint64_t count = 0;
-	char line[64];
 	sigset_t set;
 
 	if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "posixtimer"))) {
 		fprintf(stderr, "usage: %s <dir> [posixtimer]\n", argv[0]);
 		return 2;
 	}
-	snprintf(dir, sizeof(dir), "%s", argv[1]);
-	mkdir(dir, 0755);
+	snprintf(lab_dir, sizeof(lab_dir), "%s", argv[1]);
+	mkdir(lab_dir, 0755);
 	prctl(PR_SET_NAME, "cr_signals");
 	sender = getpid();
 
@@ -315,8 +280,7 @@ int main(int argc, char **argv)
 	for (;;) {
 		watch_clocks();
 		count++;
-		snprintf(line, sizeof(line), "count %llu\n", (unsigned long long)count);
-		write_file("state", line);
+		lab_count(count);
 		if (verify_requested) {
 			verify_requested = 0;
 			verify(count);

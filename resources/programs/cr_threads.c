@@ -37,6 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lab.h"
+
 #define MAX_THREADS 64
 #define TLS_MAGIC 0x7c0ffee000000000ULL
 
@@ -53,33 +55,9 @@ struct slot {
 
 static struct slot slots[MAX_THREADS];
 static int nthreads = 8;
-static char dir[256];
 static volatile sig_atomic_t verify_requested;
 static volatile uint32_t gate, gate_woken, never;
 static __thread uint64_t tls_value;
-
-static void write_file(const char *name, const char *text)
-{
-	char path[512], tmp[520];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 && errno == ENOENT) {
-		/* Restored where the directory is gone (a new /tmp): make it. */
-		mkdir(dir, 0755);
-		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	}
-	if (fd < 0)
-		return;
-	if (write(fd, text, strlen(text)) < 0) {
-		close(fd);
-		return;
-	}
-	close(fd);
-	rename(tmp, path);
-}
 
 static long futex(volatile uint32_t *word, int op, uint32_t val,
 		  const struct timespec *timeout)
@@ -193,20 +171,12 @@ static int comm_of(pid_t tid, char *out, size_t len)
 	return 0;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 #define FAIL(...) do { snprintf(why, sizeof(why), __VA_ARGS__); goto out; } while (0)
 
 static void verify(uint64_t count)
 {
 	uint64_t before[MAX_THREADS], deadline;
-	char why[200] = "", line[300], comm[32];
+	char why[200] = "", comm[32];
 	int i, moving;
 	uint32_t want;
 	pid_t tid;
@@ -226,7 +196,7 @@ static void verify(uint64_t count)
 		FAIL("main thread: problem %d", check_self(0));
 
 	/* Every looping thread goes on (the timed waits take 1.5 s a turn). */
-	deadline = now_ms() + 20000;
+	deadline = lab_now_ms() + 20000;
 	do {
 		struct timespec t = { 0, 50 * 1000 * 1000 };
 
@@ -235,7 +205,7 @@ static void verify(uint64_t count)
 		for (i = 1; i < nthreads; i++)
 			if (slots[i].kind != GATE && slots[i].turns <= before[i])
 				moving = 0;
-	} while (!moving && now_ms() < deadline);
+	} while (!moving && lab_now_ms() < deadline);
 	for (i = 1; i < nthreads; i++)
 		if (slots[i].kind != GATE && slots[i].turns <= before[i])
 			FAIL("thread %d (%s) stopped", i, slots[i].name);
@@ -243,8 +213,8 @@ static void verify(uint64_t count)
 	/* The futex waiter wakes when the gate moves. */
 	want = ++gate;
 	futex(&gate, FUTEX_WAKE, 1, NULL);
-	deadline = now_ms() + 10000;
-	while (gate_woken != want && now_ms() < deadline) {
+	deadline = lab_now_ms() + 10000;
+	while (gate_woken != want && lab_now_ms() < deadline) {
 		struct timespec t = { 0, 1000 * 1000 };
 
 		futex(&gate_woken, FUTEX_WAIT, gate_woken, &t);
@@ -256,18 +226,13 @@ static void verify(uint64_t count)
 			FAIL("thread %d (%s): problem %d, %llu EINTR", i, slots[i].name,
 			     slots[i].bad, (unsigned long long)slots[i].eintr);
 out:
-	if (why[0])
-		snprintf(line, sizeof(line), "FAIL %s\n", why);
-	else
-		snprintf(line, sizeof(line), "PASS %llu\n", (unsigned long long)count);
-	write_file("verdict", line);
+	lab_verdict(why, count);
 }
 
 int main(int argc, char **argv)
 {
 	const struct timespec tick = { 0, 100 * 1000 * 1000 };
 	struct sigaction sa;
-	char line[64];
 	uint64_t count = 0;
 	sigset_t set;
 	int i;
@@ -276,14 +241,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s <dir> [threads]\n", argv[0]);
 		return 2;
 	}
-	snprintf(dir, sizeof(dir), "%s", argv[1]);
+	snprintf(lab_dir, sizeof(lab_dir), "%s", argv[1]);
 	if (argc == 3)
 		nthreads = atoi(argv[2]);
 	if (nthreads < 5 || nthreads > MAX_THREADS) {
 		fprintf(stderr, "cr_threads: 5 to %d threads\n", MAX_THREADS);
 		return 2;
 	}
-	mkdir(dir, 0755);
+	mkdir(lab_dir, 0755);
 	prctl(PR_SET_NAME, "cr_threads");
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_usr1;
@@ -315,8 +280,7 @@ int main(int argc, char **argv)
 			nanosleep(&tick, NULL);
 	for (;;) {
 		count++;
-		snprintf(line, sizeof(line), "count %llu\n", (unsigned long long)count);
-		write_file("state", line);
+		lab_count(count);
 		if (verify_requested) {
 			verify_requested = 0;
 			verify(count);
