@@ -28,8 +28,7 @@
 #   initramfs/<key16>/initramfs.cpio.gz (+ key, inputs, contents), published
 #   by renaming a finished temporary sibling directory.
 # Key: sha256 of the agent, /bin/busybox, every resources/programs/*.c and
-# *.h, the
-# static libraries they link, this script and the first line of
+# *.h, the static libraries they link, this script and the first line of
 # `gcc --version`.
 set -euo pipefail
 
