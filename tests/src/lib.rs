@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cr;
+pub mod ct;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crvmm_cr_image::container::{ContainerWriter, Manifest, ProcessEntry};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_engine::{AgentChannel, Vm};
-use crvmm_protocol::{BasicSpec, ClientError, ContainerRestore, ContainerStatus, ExecRequest};
+use crvmm_protocol::{BasicSpec, ClientError, ContainerStatus, ExecRequest};
+use crvmm_tests::ct::{checkpoint_streamed, restore};
 use crvmm_tests::{unique_name, GuestImage, Sandbox};
 
 const COUNTER: &str = "/usr/lib/crvmm/programs/counter";
@@ -106,18 +107,6 @@ fn wrap(manifest: &Manifest, kernel_image: &[u8]) -> Vec<u8> {
     w.data(kernel_image).unwrap();
     w.end_process().unwrap();
     w.finish().unwrap().0
-}
-
-fn restore(
-    agent: &mut AgentConnection,
-    id: &str,
-    image: &[u8],
-) -> Result<crvmm_protocol::ContainerInfo, ClientError> {
-    let request = ContainerRestore {
-        container: id.into(),
-        guest_file: None,
-    };
-    agent.container_restore(request, &mut &image[..], &mut |_| {})
 }
 
 /// The restored container counts on from the checkpoint, as pid 1 of its
@@ -350,7 +339,6 @@ fn restores_a_process_tree_with_its_pids() {
 /// checkpoint and a restore.
 #[test]
 fn sessions_and_process_groups_survive() {
-    use crvmm_protocol::ContainerCheckpoint;
     let sandbox = Sandbox::new();
     let (_vm, mut a) = boot(&sandbox, "restore-sessions");
     let script = format!("setsid {COUNTER} 1 /tmp/b & exec {COUNTER} 2 /tmp/state");
@@ -368,19 +356,7 @@ fn sessions_and_process_groups_survive() {
     // The setsid'd counter (pid 2) leads its own session and group.
     assert!(before.contains("NSpgid:\t2 NSsid:\t2"), "{before}");
 
-    let request = ContainerCheckpoint {
-        container: "sess".into(),
-        stream: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut image = Vec::new();
-    let mut fresh = _vm
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    fresh
-        .container_checkpoint(request, &mut image, &mut |_| {})
-        .unwrap();
+    let (_, image) = checkpoint_streamed(_vm.as_ref(), "sess", false);
     a.container_delete("sess", true).unwrap();
 
     restore(&mut a, "sess", &image).unwrap();
@@ -400,20 +376,7 @@ fn sessions_and_process_groups_survive() {
 
     // A restored container can be checkpointed again: its manifest carries
     // the same spec, and the same sessions.
-    let request = ContainerCheckpoint {
-        container: "sess".into(),
-        stream: true,
-        leave_running: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut second = Vec::new();
-    let mut fresh = _vm
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    fresh
-        .container_checkpoint(request, &mut second, &mut |_| {})
-        .unwrap();
+    let (_, second) = checkpoint_streamed(_vm.as_ref(), "sess", true);
     let (m1, m2) = (manifest_of(&image), manifest_of(&second));
     assert_eq!(m2.spec, m1.spec);
     let sessions = |m: &Manifest| -> Vec<(i32, i32, i32)> {

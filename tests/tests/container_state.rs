@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
 use crvmm_engine::{AgentChannel, Vm};
-use crvmm_protocol::{BasicSpec, ContainerCheckpoint, ContainerRestore, ExecRequest};
+use crvmm_protocol::{BasicSpec, ExecRequest};
+use crvmm_tests::ct::{checkpoint_streamed, restore};
 use crvmm_tests::{unique_name, GuestImage, Sandbox};
 
 /// The container's programs: `cr_threads` (8 threads) as a child of
@@ -125,19 +126,7 @@ fn threads_signals_and_timers_survive_container_migration() {
     assert_eq!(ids.lines().count(), 2, "{ids}");
     assert_eq!(ids.lines().next().unwrap().split(' ').count(), 3, "{ids}");
 
-    let request = ContainerCheckpoint {
-        container: "suite".into(),
-        stream: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut image = Vec::new();
-    let mut fresh = vm_a
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    let report = fresh
-        .container_checkpoint(request, &mut image, &mut |_| {})
-        .unwrap();
+    let (report, image) = checkpoint_streamed(vm_a.as_ref(), "suite", false);
     assert_eq!(report.processes, 2, "{report:?}");
     let at = [
         count(&mut a, info.pid, "thr").unwrap_or(0),
@@ -150,20 +139,14 @@ fn threads_signals_and_timers_survive_container_migration() {
     assert_eq!(check.processes.len(), 2);
     assert!(check.first_bad().is_none(), "{:?}", check.first_bad());
 
-    let restore = |agent: &mut AgentConnection, id: &str| {
-        let request = ContainerRestore {
-            container: id.into(),
-            guest_file: None,
-        };
-        agent
-            .container_restore(request, &mut &image[..], &mut |_| {})
-            .unwrap();
+    let restore_as = |agent: &mut AgentConnection, id: &str| {
+        restore(agent, id, &image).unwrap();
     };
     // Same VM, new name; then a second VM.
-    restore(&mut a, "again");
+    restore_as(&mut a, "again");
     assert_restored(&mut a, "again", at, &ids);
     let (vm_b, mut b) = boot(&sandbox, "state-b");
-    restore(&mut b, "suite");
+    restore_as(&mut b, "suite");
     assert_restored(&mut b, "suite", at, &ids);
 
     a.container_delete("again", true).unwrap();
@@ -176,7 +159,7 @@ fn threads_signals_and_timers_survive_container_migration() {
         let bad = crvmm_tests::cr::kernel_problems(&log);
         assert!(bad.is_empty(), "guest kernel: {bad:?}");
     }
-    drop((a, b, fresh));
+    drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();
 }
@@ -221,42 +204,24 @@ fn zombies_keep_their_pids_parents_and_exit_status() {
         "{before}"
     );
 
-    let request = ContainerCheckpoint {
-        container: "z".into(),
-        stream: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut image = Vec::new();
-    let mut fresh = vm_a
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    fresh
-        .container_checkpoint(request, &mut image, &mut |_| {})
-        .unwrap();
+    let (_, image) = checkpoint_streamed(vm_a.as_ref(), "z", false);
     a.container_delete("z", true).unwrap();
     let limits = crvmm_cr_image::Limits::default();
     let check = crvmm_cr_image::container::check_container(&image[..], &limits, false).unwrap();
     assert_eq!(check.manifest.zombies.len(), 3, "{:?}", check.manifest);
     let _ = info;
 
-    let restore = |agent: &mut AgentConnection, id: &str| {
-        let request = ContainerRestore {
-            container: id.into(),
-            guest_file: None,
-        };
-        agent
-            .container_restore(request, &mut &image[..], &mut |_| {})
-            .unwrap();
+    let restore_as = |agent: &mut AgentConnection, id: &str| {
+        restore(agent, id, &image).unwrap();
     };
-    restore(&mut a, "z2");
+    restore_as(&mut a, "z2");
     assert_eq!(zombies(&mut a, "z2"), before, "same VM");
     let (vm_b, mut b) = boot(&sandbox, "zombie-b");
-    restore(&mut b, "z");
+    restore_as(&mut b, "z");
     assert_eq!(zombies(&mut b, "z"), before, "second VM");
     a.container_delete("z2", true).unwrap();
     b.container_delete("z", true).unwrap();
-    drop((a, b, fresh));
+    drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();
 }
@@ -281,29 +246,11 @@ fn a_busybox_shell_loop_counts_on_in_another_vm() {
     }
     // The count just before the checkpoint (the container is gone after).
     let at = read(&mut a, info.pid).unwrap();
-    let request = ContainerCheckpoint {
-        container: "loop".into(),
-        stream: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut image = Vec::new();
-    let mut fresh = vm_a
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    fresh
-        .container_checkpoint(request, &mut image, &mut |_| {})
-        .unwrap();
+    let (_, image) = checkpoint_streamed(vm_a.as_ref(), "loop", false);
     a.container_delete("loop", true).unwrap();
 
     let (vm_b, mut b) = boot(&sandbox, "shell-b");
-    let request = ContainerRestore {
-        container: "loop".into(),
-        guest_file: None,
-    };
-    let restored = b
-        .container_restore(request, &mut &image[..], &mut |_| {})
-        .unwrap();
+    let restored = restore(&mut b, "loop", &image).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         if let Some(n) = read(&mut b, restored.pid) {
@@ -325,7 +272,7 @@ fn a_busybox_shell_loop_counts_on_in_another_vm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     b.container_delete("loop", true).unwrap();
-    drop((a, b, fresh));
+    drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();
 }

@@ -1,0 +1,49 @@
+//! Container checkpoint and restore through a guest's agent, as the
+//! container tests do them: a checkpoint streamed to the host on a
+//! connection of its own, a restore of the bytes.
+
+use std::time::Duration;
+
+use crvmm_engine::agent::AgentConnection;
+use crvmm_engine::Vm;
+use crvmm_protocol::{
+    CheckpointReport, ClientError, ContainerCheckpoint, ContainerInfo, ContainerRestore,
+};
+
+/// Checkpoints container `id` of `vm` (killing it, or with
+/// `leave_running` not), streamed on a new connection; the report and the
+/// image.
+pub fn checkpoint_streamed(
+    vm: &dyn Vm,
+    id: &str,
+    leave_running: bool,
+) -> (CheckpointReport, Vec<u8>) {
+    let request = ContainerCheckpoint {
+        container: id.into(),
+        stream: true,
+        leave_running,
+        ..ContainerCheckpoint::default()
+    };
+    let mut agent = vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .expect("connecting to the agent");
+    let mut image = Vec::new();
+    let report = agent
+        .container_checkpoint(request, &mut image, &mut |_| {})
+        .unwrap_or_else(|e| panic!("checkpoint of {id}: {e}"));
+    (report, image)
+}
+
+/// Restores `image` as container `id` through `agent`.
+pub fn restore(
+    agent: &mut AgentConnection,
+    id: &str,
+    image: &[u8],
+) -> Result<ContainerInfo, ClientError> {
+    let request = ContainerRestore {
+        container: id.into(),
+        guest_file: None,
+    };
+    agent.container_restore(request, &mut &image[..], &mut |_| {})
+}
