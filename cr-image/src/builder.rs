@@ -4,10 +4,15 @@
 //! lengths, padding, record count and CRC-32 that the contents imply, and
 //! records where each record landed so that a test can damage a chosen
 //! byte. [`ImageBuilder::new`] describes a small, valid process with one
-//! thread; [`ImageBuilder::add_thread`], [`ThreadSpec::queue`],
+//! thread, working directory `/` and no open files;
+//! [`ImageBuilder::add_thread`], [`ThreadSpec::queue`],
 //! [`ImageBuilder::queue_shared`] and the [`Restart`] constructors add
 //! threads, queued signals and restart blocks, and the interval timers are
-//! `signals.itimer`.
+//! `signals.itimer`. [`ImageBuilder::add_file`] with the [`FileSpec`]
+//! constructors adds open files of each kind, [`ImageBuilder::inherit_stdio`]
+//! sets the header flag `CR_CHECKPOINT_INHERIT_STDIO` with inherited fds 0
+//! to 2, [`ImageBuilder::set_cwd`] changes the working directory, and the
+//! header's other flags are `header.flags`.
 
 use crc::{Crc, CRC_32_ISO_HDLC};
 
@@ -28,13 +33,7 @@ pub struct VmaSpec {
 impl VmaSpec {
     /// A VMA with a consistent `path_len` (`path` gets its NUL here).
     pub fn new(start: u64, end: u64, prot: u32, flags: u32, pgoff: u64, path: &str) -> Self {
-        let path = if path.is_empty() {
-            Vec::new()
-        } else {
-            let mut p = path.as_bytes().to_vec();
-            p.push(0);
-            p
-        };
+        let path = c_path(path);
         VmaSpec {
             vma: Vma {
                 start,
@@ -47,6 +46,77 @@ impl VmaSpec {
             },
             path,
         }
+    }
+}
+
+/// The path bytes of `path` with its NUL (none for an empty path).
+fn c_path(path: &str) -> Vec<u8> {
+    if path.is_empty() {
+        return Vec::new();
+    }
+    let mut p = path.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+/// An open file: its record's fixed part and its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// The record's fixed part (`path_len` is written as it is).
+    pub file: File,
+    /// The path bytes written after it, with the NUL if wanted.
+    pub path: Vec<u8>,
+}
+
+impl FileSpec {
+    /// A file of `kind` at `path` with a consistent `path_len` (`path` gets
+    /// its NUL here), the other fields 0.
+    pub fn new(fd: i32, kind: u32, flags: u32, path: &str) -> Self {
+        let path = c_path(path);
+        FileSpec {
+            file: File {
+                fd,
+                kind,
+                flags,
+                path_len: path.len() as u32,
+                ..File::default()
+            },
+            path,
+        }
+    }
+
+    /// A regular file open with `flags`, at position `pos`, of `size` bytes.
+    pub fn reg(fd: i32, flags: u32, pos: u64, size: u64, path: &str) -> Self {
+        let mut f = Self::new(fd, FILE_REG, flags, path);
+        f.file.pos = pos;
+        f.file.size = size;
+        f
+    }
+
+    /// A directory, open `O_RDONLY` (at position `pos`, from `getdents()`).
+    pub fn dir(fd: i32, pos: u64, path: &str) -> Self {
+        let mut f = Self::new(fd, FILE_DIR, O_RDONLY, path);
+        f.file.pos = pos;
+        f
+    }
+
+    /// A character device open with `flags`, of device number `rdev`.
+    pub fn chr(fd: i32, flags: u32, rdev: u64, path: &str) -> Self {
+        let mut f = Self::new(fd, FILE_CHR, flags, path);
+        f.file.rdev = rdev;
+        f
+    }
+
+    /// A descriptor the restart caller gives (0, 1 or 2, with the header
+    /// flag `CR_CHECKPOINT_INHERIT_STDIO`).
+    pub fn inherit(fd: i32) -> Self {
+        Self::new(fd, FILE_INHERIT, 0, "")
+    }
+
+    /// Sets `CR_FD_CLOEXEC`.
+    pub fn cloexec(mut self) -> Self {
+        self.file.fd_flags |= FD_CLOEXEC;
+        self
     }
 }
 
@@ -160,6 +230,13 @@ pub struct ImageBuilder {
     pub signals: SignalsHeader,
     /// The process-wide queued signals written after it.
     pub shared_pending: Vec<Siginfo>,
+    /// The files record's fixed part (`nr_files` and `cwd_len` are
+    /// written as they are).
+    pub files: Files,
+    /// The working directory's path bytes written after it, with the NUL.
+    pub cwd: Vec<u8>,
+    /// The file records, in the order written.
+    pub open_files: Vec<FileSpec>,
     /// The threads, the group leader first.
     pub threads: Vec<ThreadSpec>,
     /// The mm record (`nr_vmas` is written as it is).
@@ -285,7 +362,8 @@ impl Default for ImageBuilder {
 
 impl ImageBuilder {
     /// A valid image of a small process: one thread (tid 74) with an rseq
-    /// area and a robust list, nothing queued, no interval timer, five VMAs
+    /// area and a robust list, nothing queued, no interval timer, working
+    /// directory `/` and no open files (and no header flags), five VMAs
     /// (text and data of `/bin/cr_target`, heap, an anonymous mapping, the
     /// stack), seven saved pages, made by the crvmm kernel on a 4-level
     /// paging CPU.
@@ -364,6 +442,12 @@ impl ImageBuilder {
             sighand: Sighand { action },
             signals: SignalsHeader::default(),
             shared_pending: Vec::new(),
+            files: Files {
+                nr_files: 0,
+                cwd_len: 2,
+            },
+            cwd: c_path("/"),
+            open_files: Vec::new(),
             threads: vec![ThreadSpec {
                 thread: Thread {
                     comm: c_array("cr_target"),
@@ -471,6 +555,36 @@ impl ImageBuilder {
         self
     }
 
+    /// Adds an open file after those of lower or equal fds, with
+    /// `files.nr_files` to match.
+    pub fn add_file(&mut self, file: FileSpec) -> &mut FileSpec {
+        let at = self
+            .open_files
+            .iter()
+            .position(|f| f.file.fd > file.file.fd)
+            .unwrap_or(self.open_files.len());
+        self.open_files.insert(at, file);
+        self.files.nr_files = self.open_files.len() as u32;
+        &mut self.open_files[at]
+    }
+
+    /// Sets the header flag `CR_CHECKPOINT_INHERIT_STDIO` and adds fds 0, 1
+    /// and 2 as inherited files, as a checkpoint with the flag writes them.
+    pub fn inherit_stdio(&mut self) -> &mut Self {
+        self.header.flags |= CHECKPOINT_INHERIT_STDIO;
+        for fd in 0..3 {
+            self.add_file(FileSpec::inherit(fd));
+        }
+        self
+    }
+
+    /// Sets the working directory, with `files.cwd_len` to match.
+    pub fn set_cwd(&mut self, path: &str) -> &mut Self {
+        self.cwd = c_path(path);
+        self.files.cwd_len = self.cwd.len() as u32;
+        self
+    }
+
     /// Writes the image.
     pub fn build(&self) -> Image {
         let mut w = Writer::default();
@@ -527,6 +641,18 @@ impl ImageBuilder {
             si.encode(&mut payload);
         }
         w.record(RecordType::Signals, &payload);
+
+        payload.clear();
+        self.files.encode(&mut payload);
+        payload.extend_from_slice(&self.cwd);
+        w.record(RecordType::Files, &payload);
+
+        for f in &self.open_files {
+            payload.clear();
+            f.file.encode(&mut payload);
+            payload.extend_from_slice(&f.path);
+            w.record(RecordType::File, &payload);
+        }
 
         for t in &self.threads {
             payload.clear();

@@ -4,21 +4,24 @@
 //! are pure: the record's bytes and position in, the decoded record or the
 //! error that names the field out. What depends on earlier records (record
 //! order, thread count and ids, VMA order, page addresses) is `verify`'s.
-//! The records of threads and signals are checked in `thread`.
+//! The records of threads and signals are checked in `thread`, those of
+//! open files in `files`.
 
 use std::mem::{offset_of, size_of};
 
 use crate::format::{
     c_str, greg, named, Creds, ErrorHeader, ImageHeader, Le, Mm, Named, PagesHeader, RecordType,
-    Regs, Sighand, Task, Trailer, Vma, Wire, XstateHeader, ARCH_X86_64, AT_NULL, FORMAT_VERSION,
-    GREG_NAMES, IMAGE_MAGIC, MAX_GROUPS, MAX_THREADS, MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK,
-    PAGE_ENTRY_LEN, PAGE_SIZE, PROT_MASK, TRAILER_MAGIC, VMA_ANON, VMA_FILE, VMA_FLAGS_MASK,
-    VMA_GROWSDOWN, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
+    Regs, Sighand, Task, Trailer, Vma, Wire, XstateHeader, ARCH_X86_64, AT_NULL,
+    CHECKPOINT_FLAGS_MASK, FORMAT_VERSION, GREG_NAMES, IMAGE_MAGIC, MAX_GROUPS, MAX_THREADS,
+    MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, PAGE_SIZE, PROT_MASK, TRAILER_MAGIC,
+    VMA_ANON, VMA_FILE, VMA_FLAGS_MASK, VMA_GROWSDOWN, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
 };
 use crate::{At, ImageError};
 
+mod files;
 mod thread;
 
+pub(crate) use files::{file, files, FileCheck};
 pub(crate) use thread::{signals, thread};
 
 /// The values of Linux 6.12 on x86-64 (the pinned guest kernel) that
@@ -186,9 +189,11 @@ pub(crate) fn header(ctx: &Ctx, payload: &[u8]) -> Result<ImageHeader, ImageErro
         let off = offset_of!(ImageHeader, release);
         return Err(ctx.field(off, "release", h.release.len() as u64, "not NUL-terminated"));
     }
-    if h.flags != 0 {
+    if h.flags & !CHECKPOINT_FLAGS_MASK != 0 {
         let f = named!(ImageHeader, h.flags);
-        return Err(ctx.bad(f, "unknown checkpoint flags (none are defined)"));
+        let problem =
+            "unknown checkpoint flags (only CR_CHECKPOINT_INHERIT_STDIO, 0x1, is defined)";
+        return Err(ctx.bad(f, problem));
     }
     ctx.zero(named!(ImageHeader, h.pad))?;
     Ok(h)

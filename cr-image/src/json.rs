@@ -6,9 +6,9 @@
 //! {"records":[
 //! {"index":0,"offset":0,"len":120,"type":"header","magic":"0x474d49524b435243",...},
 //! ...
-//! {"index":14,"offset":13392,"len":24,"type":"trailer",...}
+//! {"index":17,"offset":33568,"len":24,"type":"trailer",...}
 //! ],
-//! "summary":{"bytes":13424,"records":14,...,"notes":[...]},
+//! "summary":{"bytes":33600,"records":17,...,"notes":[...]},
 //! "problem":null}
 //! ```
 //!

@@ -6,16 +6,17 @@
 //! An image is a stream of records read front to back: [`Parser`] reads
 //! one record at a time from any [`Read`] without seeking, checks it the
 //! way `restart(2)` would (and a little more), and keeps only what later
-//! checks need (the thread ids, the VMA ranges, the last page address), so
-//! memory stays bounded whatever the image holds: page data is checksummed
-//! and skipped, never kept, and no length read from the image is allocated
-//! before it has been checked against the bound of its record type (the
-//! largest record read whole, a thread or signals record with the most
-//! queued signals, is a little over 8 MiB).
+//! checks need (the thread ids, the last file record's fd, the VMA ranges,
+//! the last page address), so memory stays bounded whatever the image
+//! holds: page data is checksummed and skipped, never kept, and no length
+//! read from the image is allocated before it has been checked against the
+//! bound of its record type (the largest record read whole, a thread or
+//! signals record with the most queued signals, is a little over 8 MiB).
 //!
 //! Checks the host cannot judge, because they depend on the kernel or the
 //! CPU that restarts the image (kernel release, configuration, XSAVE
-//! layout, files, permissions), are reported as notes in the [`Summary`].
+//! layout, the files it reopens, the descriptors it inherits,
+//! permissions), are reported as notes in the [`Summary`].
 //!
 //! ```no_run
 //! # fn main() -> Result<(), crvmm_cr_image::ImageError> {
@@ -247,6 +248,29 @@ pub enum ImageError {
         /// The index of the first thread record with it.
         first: u64,
     },
+    /// Fewer or more file records than the files record announces.
+    #[error("{at}: the files record announces {declared} file records, found {found}")]
+    FileCount {
+        /// The record where the count goes wrong.
+        at: At,
+        /// `nr_files`.
+        declared: u32,
+        /// File records found (at least this many when there are too many).
+        found: u32,
+    },
+    /// A file record whose fd is not above the previous file record's.
+    #[error(
+        "{at}: fd {fd} is not above the fd {prev} of the previous file record: file records \
+         must be in increasing fd order, each fd once"
+    )]
+    FdOrder {
+        /// The `fd` field.
+        at: At,
+        /// Its value.
+        fd: i32,
+        /// The previous file record's fd.
+        prev: i32,
+    },
     /// Fewer or more VMA records than the mm record announces.
     #[error("{at}: the mm record announces {declared} VMA records, found {found}")]
     VmaCount {
@@ -364,6 +388,8 @@ impl ImageError {
             | Self::BeyondUserSpace { at, .. }
             | Self::ThreadCount { at, .. }
             | Self::DuplicateTid { at, .. }
+            | Self::FileCount { at, .. }
+            | Self::FdOrder { at, .. }
             | Self::VmaOrder { at, .. }
             | Self::VmaCount { at, .. }
             | Self::TooManyPages { at, .. }

@@ -6,8 +6,8 @@ use std::io::Read;
 use serde::Serialize;
 
 use crate::format::{
-    Creds, ImageHeader, Mm, RecordType, Regs, Sighand, Siginfo, SignalsHeader, Task, Thread,
-    Trailer, Vma, XstateHeader, MAX_RECORD, PAGES_PER_CHUNK, PAGE_SIZE,
+    Creds, File, Files, ImageHeader, Mm, RecordType, Regs, Sighand, Siginfo, SignalsHeader, Task,
+    Thread, Trailer, Vma, XstateHeader, MAX_RECORD, PAGES_PER_CHUNK, PAGE_SIZE,
 };
 use crate::reader::{Head, RecordReader};
 use crate::verify::{Summary, Verifier};
@@ -38,6 +38,22 @@ pub enum Record {
         signals: SignalsHeader,
         /// The process-wide queue.
         pending: Vec<Siginfo>,
+    },
+    /// `CR_REC_FILES`.
+    Files {
+        /// The fixed part: the number of file records.
+        #[serde(flatten)]
+        files: Files,
+        /// The working directory.
+        cwd: String,
+    },
+    /// `CR_REC_FILE`.
+    File {
+        /// The fixed part: fd, kind, flags, position.
+        #[serde(flatten)]
+        file: File,
+        /// The path it is reopened by (none for an inherited descriptor).
+        path: Option<String>,
     },
     /// `CR_REC_THREAD`.
     Thread {

@@ -1,7 +1,8 @@
 //! The semantic state of a checkpoint image as its records go by: the
-//! record order of format version 2 (with its groups of thread records),
-//! the thread ids, the VMA layout, the page addresses, the trailer, and the
-//! summary with the notes on what only the restarting kernel can judge.
+//! record order of format version 2 (with its file records and its groups
+//! of thread records), the file records' fds, the thread ids, the VMA
+//! layout, the page addresses, the trailer, and the summary with the notes
+//! on what only the restarting kernel can judge.
 //! Field checks of single records are in `checks`.
 
 use std::collections::HashMap;
@@ -10,10 +11,11 @@ use std::mem::offset_of;
 
 use serde::Serialize;
 
-use crate::checks::{self, linux, Ctx, VdsoArea};
+use crate::checks::{self, linux, Ctx, FileCheck, VdsoArea};
 use crate::format::{
-    c_str, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS, PAGES_PER_CHUNK,
-    PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
+    c_str, File, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS,
+    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_INHERIT, FILE_REG, O_ACCMODE,
+    O_RDONLY, O_WRONLY, PAGES_PER_CHUNK, PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
 };
 use crate::parser::{PagesSummary, Record};
 use crate::reader::Head;
@@ -32,6 +34,8 @@ pub struct Summary {
     pub pid: i32,
     /// Its threads (thread records).
     pub threads: u32,
+    /// Its open file descriptors (file records), inherited ones included.
+    pub files: u32,
     /// Queued signals, the process-wide queue's and the threads' own.
     pub pending_signals: u64,
     /// Interval timers armed (of `ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`).
@@ -73,12 +77,14 @@ impl fmt::Display for Summary {
         write!(
             f,
             "good checkpoint image of {} (pid {}) from kernel {}: {} records, {} threads, \
-             {} pending signals, {} VMAs, {} pages in {} page records, {} bytes, CRC-32 {:#010x}",
+             {} open files, {} pending signals, {} VMAs, {} pages in {} page records, {} bytes, \
+             CRC-32 {:#010x}",
             self.comm,
             self.pid,
             self.release,
             self.records,
             self.threads,
+            self.files,
             self.pending_signals,
             self.vmas,
             self.pages,
@@ -90,8 +96,9 @@ impl fmt::Display for Summary {
 }
 
 /// Where the record order of version 2 is:
-/// `HEADER TASK CREDS SIGHAND SIGNALS (THREAD REGS XSTATE)+ MM VMA* PAGES+
-/// TRAILER`, with as many thread groups as the task record announces.
+/// `HEADER TASK CREDS SIGHAND SIGNALS FILES FILE* (THREAD REGS XSTATE)+ MM
+/// VMA* PAGES+ TRAILER`, with as many file records as the files record
+/// announces and as many thread groups as the task record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Header,
@@ -99,6 +106,8 @@ enum Stage {
     Creds,
     Sighand,
     Signals,
+    Files,
+    File,
     Thread,
     Regs,
     Xstate,
@@ -119,6 +128,8 @@ impl Stage {
             Stage::Creds => T::Creds,
             Stage::Sighand => T::Sighand,
             Stage::Signals => T::Signals,
+            Stage::Files => T::Files,
+            Stage::File => T::File,
             Stage::Thread => T::Thread,
             Stage::Regs => T::Regs,
             Stage::Xstate => T::Xstate,
@@ -138,6 +149,8 @@ impl Stage {
             Stage::Creds => "the creds record",
             Stage::Sighand => "the sighand record",
             Stage::Signals => "the signals record",
+            Stage::Files => "the files record",
+            Stage::File => "a file record",
             Stage::Thread => "a thread record",
             Stage::Regs => "the thread's regs record",
             Stage::Xstate => "the thread's xstate record",
@@ -157,6 +170,8 @@ impl Stage {
             Stage::Creds => "before the creds record",
             Stage::Sighand => "before the sighand record",
             Stage::Signals => "before the signals record",
+            Stage::Files => "before the files record",
+            Stage::File => "before all the file records the files record announces",
             Stage::Thread => "before all the thread records the task record announces",
             Stage::Regs => "before the regs record",
             Stage::Xstate => "before the xstate record",
@@ -173,7 +188,9 @@ impl Stage {
             Stage::Task => Stage::Creds,
             Stage::Creds => Stage::Sighand,
             Stage::Sighand => Stage::Signals,
-            Stage::Signals => Stage::Thread,
+            Stage::Signals => Stage::Files,
+            Stage::Files => Stage::File,
+            Stage::File => Stage::Thread,
             Stage::Thread => Stage::Regs,
             Stage::Regs => Stage::Xstate,
             Stage::Xstate => Stage::Mm,
@@ -199,8 +216,12 @@ const NOTED_PATHS: usize = 4;
 /// Thread ids named in the notes; more are only mentioned.
 const NOTED_TIDS: usize = 8;
 
+/// Files reopened by path that get a note each; more are only counted.
+const NOTED_FILES: u32 = 8;
+
 /// The checks that span records. At most `CR_MAX_THREADS` thread ids and
-/// `CR_MAX_VMAS` spans are kept.
+/// `CR_MAX_VMAS` spans are kept; of the file records, only their count and
+/// the last fd.
 pub(crate) struct Verifier {
     limits: Limits,
     stage: Stage,
@@ -215,6 +236,16 @@ pub(crate) struct Verifier {
     /// The thread ids, in order, and the record of each.
     tids: Vec<i32>,
     tid_records: HashMap<i32, u64>,
+    /// The files record's count of file records.
+    nr_files: u32,
+    /// File records read.
+    files: u32,
+    /// The fd of the last file record.
+    last_fd: Option<i32>,
+    /// Files reopened by path with a note each, at most `NOTED_FILES`.
+    noted_files: u32,
+    /// Files reopened by path beyond those.
+    more_files: u32,
     pending_signals: u64,
     armed_itimers: u32,
     restart_blocks: u32,
@@ -251,6 +282,11 @@ impl Verifier {
             nr_threads: 0,
             tids: Vec::new(),
             tid_records: HashMap::new(),
+            nr_files: 0,
+            files: 0,
+            last_fd: None,
+            noted_files: 0,
+            more_files: 0,
             pending_signals: 0,
             armed_itimers: 0,
             restart_blocks: 0,
@@ -294,6 +330,18 @@ impl Verifier {
         let found = self.vmas.len() as u64;
         let threads = self.tids.len() as u32;
         match (self.stage, kind) {
+            (Stage::File, RecordType::Thread) => Err(ImageError::FileCount {
+                at,
+                declared: self.nr_files,
+                found: self.files,
+            }),
+            (Stage::Thread, RecordType::File) if self.tids.is_empty() => {
+                Err(ImageError::FileCount {
+                    at,
+                    declared: self.nr_files,
+                    found: self.files + 1,
+                })
+            }
             (Stage::Thread, RecordType::Mm) => Err(ImageError::ThreadCount {
                 at,
                 declared: self.nr_threads,
@@ -378,6 +426,36 @@ impl Verifier {
                 self.pending_signals += pending.len() as u64;
                 self.armed_itimers = signals.itimer.iter().filter(|t| t.value != 0).count() as u32;
                 Record::Signals { signals, pending }
+            }
+            RecordType::Files => {
+                let (files, cwd) = checks::files(&ctx, payload, head.len)?;
+                self.nr_files = files.nr_files;
+                if cwd != "/" {
+                    self.notes.push(format!(
+                        "working directory {cwd}: restart changes to it, so it must exist"
+                    ));
+                }
+                Record::Files { files, cwd }
+            }
+            RecordType::File => {
+                let check = FileCheck {
+                    index: self.files,
+                    inherit_stdio: self
+                        .header
+                        .is_some_and(|h| h.flags & CHECKPOINT_INHERIT_STDIO != 0),
+                };
+                let (file, path) = checks::file(&ctx, payload, head.len, check)?;
+                if let Some(prev) = self.last_fd.filter(|&prev| file.fd <= prev) {
+                    return Err(ImageError::FdOrder {
+                        at: ctx.at(offset_of!(File, fd)),
+                        fd: file.fd,
+                        prev,
+                    });
+                }
+                self.last_fd = Some(file.fd);
+                self.files += 1;
+                self.note_file(&file, path.as_deref());
+                Record::File { file, path }
             }
             RecordType::Thread => {
                 let (thread, pending) = checks::thread(&ctx, payload, head.len)?;
@@ -474,11 +552,61 @@ impl Verifier {
     /// Moves past the record just checked.
     fn advance(&mut self) {
         self.stage = match self.stage {
+            Stage::Files | Stage::File if self.files < self.nr_files => Stage::File,
+            Stage::Files | Stage::File => Stage::Thread,
             Stage::Xstate if (self.tids.len() as u32) < self.nr_threads => Stage::Thread,
             Stage::Mm | Stage::Vmas if (self.vmas.len() as u64) < self.nr_vmas => Stage::Vmas,
             Stage::Mm => Stage::Pages,
             stage => stage.next(),
         };
+    }
+
+    /// The note on what restart needs for an open file: the caller's own
+    /// descriptor for an inherited one, the file at its path for the others
+    /// (the first `NOTED_FILES` of them; the rest are counted).
+    fn note_file(&mut self, f: &File, path: Option<&str>) {
+        let fd = f.fd;
+        if f.kind == FILE_INHERIT {
+            self.notes.push(format!(
+                "fd {fd} is inherited (CR_CHECKPOINT_INHERIT_STDIO): the caller of restart \
+                 must have its fd {fd} open"
+            ));
+            return;
+        }
+        if self.noted_files >= NOTED_FILES {
+            self.more_files += 1;
+            return;
+        }
+        self.noted_files += 1;
+        let path = path.unwrap_or_default();
+        let mode = match f.flags & O_ACCMODE {
+            O_RDONLY => "read",
+            O_WRONLY => "write",
+            _ => "read and write",
+        };
+        let cloexec = if f.fd_flags & FD_CLOEXEC != 0 {
+            ", close-on-exec"
+        } else {
+            ""
+        };
+        let what = match f.kind {
+            FILE_REG => format!(
+                "the regular file {path}, which must be there with size {} bytes (as at \
+                 checkpoint)",
+                f.size
+            ),
+            FILE_DIR => format!("the directory {path}, which must be there"),
+            FILE_CHR => format!(
+                "the character device {path}, which must be there (device number {:#x} at \
+                 checkpoint)",
+                f.rdev
+            ),
+            _ => return,
+        };
+        self.notes.push(format!(
+            "fd {fd} ({mode}{cloexec}, position {}): restart reopens {what}",
+            f.pos
+        ));
     }
 
     fn take_header(&mut self, h: &ImageHeader) {
@@ -595,6 +723,13 @@ impl Verifier {
                 tids.join(", ")
             ));
         }
+        if self.more_files > 0 {
+            notes.push(format!(
+                "{} more files: restart reopens them by path, and each must be there as at \
+                 checkpoint",
+                self.more_files
+            ));
+        }
         if self.file_vmas > 0 {
             let mut files = self.paths.join(", ");
             if self.more_paths {
@@ -617,6 +752,7 @@ impl Verifier {
             comm: self.comm.clone(),
             pid: self.pid,
             threads: self.tids.len() as u32,
+            files: self.files,
             pending_signals: self.pending_signals,
             armed_itimers: self.armed_itimers,
             restart_blocks: self.restart_blocks,

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crvmm_cr_image::builder::{layout, user_signal, Failure, ImageBuilder, SI_QUEUE, SI_TKILL};
+use crvmm_cr_image::builder::{
+    layout, user_signal, Failure, FileSpec, ImageBuilder, SI_QUEUE, SI_TKILL,
+};
 use crvmm_cr_image::format::{Itimer, RecordType, Restart, Siginfo};
 use crvmm_cr_image::{KernelConfig, TASK_SIZE_5LEVEL};
 
@@ -62,7 +64,7 @@ fn verify_accepts_a_good_image() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.starts_with(&format!(
-            "{}: good checkpoint image of cr_target (pid 74) from kernel 6.12.117-crvmm: 16 records, 1 threads, 0 pending signals, 5 VMAs, 7 pages in 1 page records, {} bytes",
+            "{}: good checkpoint image of cr_target (pid 74) from kernel 6.12.117-crvmm: 17 records, 1 threads, 0 open files, 0 pending signals, 5 VMAs, 7 pages in 1 page records, {} bytes",
             path.display(),
             image.bytes.len()
         )),
@@ -95,7 +97,7 @@ fn verify_names_record_offset_and_field_of_damage() {
     let trailer = image.span(RecordType::Trailer, 0).payload() + 16;
     let stderr = text(&out.stderr);
     let want = format!(
-        "crvmm: error: {} is not a good checkpoint image: record 16 (trailer) at byte {trailer} ({trailer:#x}): checksum mismatch",
+        "crvmm: error: {} is not a good checkpoint image: record 17 (trailer) at byte {trailer} ({trailer:#x}): checksum mismatch",
         path.display()
     );
     assert!(stderr.starts_with(&want), "{stderr}");
@@ -112,7 +114,7 @@ fn verify_names_record_offset_and_field_of_damage() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "record 13 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is beyond the user address space"
+            "record 14 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is beyond the user address space"
         )),
         "{stderr}"
     );
@@ -129,7 +131,7 @@ fn verify_reports_a_failed_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = ImageBuilder::new();
     b.failure = Some(Failure {
-        after: 16,
+        after: 17,
         errno: -16,
         message: "thawed during checkpoint: image discarded".into(),
     });
@@ -154,7 +156,7 @@ fn inspect_prints_json() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let records = json["records"].as_array().unwrap();
-    assert_eq!(records.len(), 17);
+    assert_eq!(records.len(), 18);
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["index"], 0);
@@ -166,19 +168,21 @@ fn inspect_prints_json() {
     assert_eq!(records[1]["comm"], "cr_target");
     assert_eq!(records[1]["nr_threads"], 1);
     assert_eq!(records[4]["type"], "signals");
-    assert_eq!(records[5]["type"], "thread");
-    assert_eq!(records[5]["tid"], 74);
-    assert_eq!(records[9]["type"], "vma");
-    assert_eq!(records[9]["start"], layout::TEXT);
-    assert_eq!(records[9]["path"], layout::PATH);
-    let pages = &records[14];
+    assert_eq!(records[5]["type"], "files");
+    assert_eq!(records[5]["cwd"], "/");
+    assert_eq!(records[6]["type"], "thread");
+    assert_eq!(records[6]["tid"], 74);
+    assert_eq!(records[10]["type"], "vma");
+    assert_eq!(records[10]["start"], layout::TEXT);
+    assert_eq!(records[10]["path"], layout::PATH);
+    let pages = &records[15];
     assert_eq!(pages["type"], "pages");
     assert_eq!(pages["nr_pages"], 7);
     assert_eq!(pages["first"], layout::DATA);
     assert_eq!(pages["last"], layout::STACK + 0x1e000);
-    assert_eq!(records[15]["nr_pages"], 0);
-    assert_eq!(records[16]["type"], "trailer");
-    assert_eq!(records[16]["nr_records"], 16);
+    assert_eq!(records[16]["nr_pages"], 0);
+    assert_eq!(records[17]["type"], "trailer");
+    assert_eq!(records[17]["nr_records"], 17);
     let summary = &json["summary"];
     assert_eq!(summary["pages"], 7);
     assert_eq!(summary["vmas"], 5);
@@ -196,9 +200,9 @@ fn inspect_of_a_damaged_image_prints_what_it_read_and_fails() {
     let out = crvmm_image(&["inspect", arg(&path)], None);
     assert_ne!(out.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["records"].as_array().unwrap().len(), 14);
+    assert_eq!(json["records"].as_array().unwrap().len(), 15);
     assert_eq!(json["summary"], serde_json::Value::Null);
-    assert_eq!(json["problem"]["record"], 14);
+    assert_eq!(json["problem"]["record"], 15);
     assert_eq!(json["problem"]["type"], "pages");
     assert!(text(&out.stderr).contains("page addresses must increase"));
 }
@@ -213,7 +217,7 @@ fn reads_standard_input() {
     let out = crvmm_image(&["inspect", "-"], Some(&image.bytes));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["summary"]["records"], 16);
+    assert_eq!(json["summary"]["records"], 17);
 
     let out = crvmm_image(
         &["verify", "-"],
@@ -264,7 +268,8 @@ fn threads_signals_and_timers() {
     let out = crvmm_image(&["verify", arg(&path)], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("25 records, 4 threads, 2 pending signals, 5 VMAs"),
+        text(&out.stdout)
+            .contains("26 records, 4 threads, 0 open files, 2 pending signals, 5 VMAs"),
         "{}",
         text(&out.stdout)
     );
@@ -294,7 +299,7 @@ fn threads_signals_and_timers() {
         [(74, "none"), (75, "futex"), (76, "nanosleep"), (77, "none")]
             .map(|(t, k)| (t.into(), k.into()))
     );
-    assert_eq!(records[5 + 3 * 3]["pending"][0]["signo"], 10);
+    assert_eq!(records[6 + 3 * 3]["pending"][0]["signo"], 10);
     assert_eq!(json["summary"]["restart_blocks"], 2);
     assert_eq!(json["summary"]["armed_itimers"], 1);
 
@@ -307,7 +312,74 @@ fn threads_signals_and_timers() {
     let tid = image.span(RecordType::Thread, 3).payload() + 16;
     assert!(
         text(&out.stderr).contains(&format!(
-            "record 14 (thread) at byte {tid} ({tid:#x}): thread id 75 is also the thread of record 8"
+            "record 15 (thread) at byte {tid} ({tid:#x}): thread id 75 is also the thread of record 9"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = ImageBuilder::new();
+    b.set_cwd("/srv").inherit_stdio();
+    b.add_file(FileSpec::reg(3, 0x401, 120, 120, "/var/log/app.log").cloexec());
+    b.add_file(FileSpec::chr(4, 2, 0x103, "/dev/null"));
+    let path = write(dir.path(), "files.img", &b.build().bytes);
+
+    let out = crvmm_image(&["verify", arg(&path)], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("22 records, 1 threads, 5 open files, 0 pending signals"),
+        "{}",
+        text(&out.stdout)
+    );
+    let stderr = text(&out.stderr);
+    for note in [
+        "note: working directory /srv",
+        "note: fd 1 is inherited (CR_CHECKPOINT_INHERIT_STDIO)",
+        "note: fd 3 (write, close-on-exec, position 120): restart reopens the regular file \
+         /var/log/app.log, which must be there with size 120 bytes",
+    ] {
+        assert!(stderr.contains(note), "{note:?} in {stderr}");
+    }
+
+    let out = crvmm_image(&["inspect", arg(&path)], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = json["records"].as_array().unwrap();
+    assert_eq!(records[5]["type"], "files");
+    assert_eq!(records[5]["cwd"], "/srv");
+    let files: Vec<_> = records
+        .iter()
+        .filter(|r| r["type"] == "file")
+        .map(|r| (r["fd"].clone(), r["kind"].clone(), r["path"].clone()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (0.into(), "inherit".into(), serde_json::Value::Null),
+            (1.into(), "inherit".into(), serde_json::Value::Null),
+            (2.into(), "inherit".into(), serde_json::Value::Null),
+            (3.into(), "reg".into(), "/var/log/app.log".into()),
+            (4.into(), "chr".into(), "/dev/null".into()),
+        ]
+    );
+    assert_eq!(records[9]["cloexec"], true);
+    assert_eq!(json["summary"]["files"], 5);
+
+    // Without the header flag, the inherited fds are refused.
+    b.header.flags = 0;
+    let image = b.build();
+    let path = write(dir.path(), "no-flag.img", &image.bytes);
+    let out = crvmm_image(&["verify", arg(&path)], None);
+    assert_ne!(out.status.code(), Some(0));
+    let kind = image.span(RecordType::File, 0).payload() + 4;
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "record 6 (file) at byte {kind} ({kind:#x}): field `kind` = 0x4: file 0 (fd 0): an \
+             inherited descriptor needs the header flag CR_CHECKPOINT_INHERIT_STDIO"
         )),
         "{}",
         text(&out.stderr)

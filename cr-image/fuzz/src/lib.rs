@@ -1,9 +1,12 @@
 //! What the `image` fuzz target checks of each input, and the seeds it
 //! starts from.
 
-use crvmm_cr_image::builder::{layout, reseal, user_signal, Failure, ImageBuilder};
+use crvmm_cr_image::builder::{layout, reseal, user_signal, Failure, FileSpec, ImageBuilder};
 use crvmm_cr_image::builder::{SI_QUEUE, SI_TKILL, SI_USER};
-use crvmm_cr_image::format::{Itimer, Restart, Siginfo, FUTEX_SHARED, MAX_THREADS, PAGE_SIZE};
+use crvmm_cr_image::format::{
+    Itimer, Restart, Siginfo, FUTEX_SHARED, MAX_FILES, MAX_THREADS, O_APPEND, O_RDONLY, O_RDWR,
+    O_WRONLY, PAGE_SIZE,
+};
 use crvmm_cr_image::{inspect, verify, Limits};
 
 /// Reads `data` as an image with `verify` and with `inspect`, and checks
@@ -39,8 +42,10 @@ fn check_once(data: &[u8]) {
             assert!(a.pages <= a.page_records * 256);
             assert!((1..=MAX_THREADS).contains(&a.threads));
             assert!(a.restart_blocks <= a.threads && a.armed_itimers <= 3);
-            // Each queued signal takes 128 bytes of the image.
+            // Each queued signal takes 128 bytes of the image, each file
+            // record at least 56 (48 of them for an inherited fd).
             assert!(a.pending_signals * 128 < a.bytes);
+            assert!(a.files <= MAX_FILES && u64::from(a.files) * 56 < a.bytes);
         }
         (Err(a), Err(b)) => {
             assert_eq!(a.to_string(), b.to_string());
@@ -51,8 +56,8 @@ fn check_once(data: &[u8]) {
 }
 
 /// Small images: valid ones of several shapes (one with threads, queued
-/// signals, interval timers and every kind of restart block) and failed
-/// checkpoints.
+/// signals, interval timers and every kind of restart block, one with open
+/// files of every kind) and failed checkpoints.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let small = || {
         let mut b = ImageBuilder::minimal();
@@ -87,9 +92,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         threads.add_thread(tid).thread.restart = restart;
     }
     threads.threads[2].queue(user_signal(12, SI_TKILL, 74, 0, 0));
+    let mut files = small();
+    files.set_cwd("/srv").inherit_stdio();
+    files.add_file(FileSpec::reg(3, O_WRONLY | O_APPEND, 77, 77, "/srv/log").cloexec());
+    files.add_file(FileSpec::dir(4, 0, "/srv"));
+    files.add_file(FileSpec::chr(5, O_RDWR, 0x103, "/dev/null"));
+    files.add_file(FileSpec::reg(9, O_RDONLY, 0, 4096, "/etc/passwd"));
     let mut failed = one_page.clone();
     failed.failure = Some(Failure {
-        after: 14,
+        after: 15,
         errno: -16,
         message: "thawed during checkpoint: image discarded".into(),
     });
@@ -104,6 +115,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("one-page", one_page.build().bytes),
         ("two-records", two_records.build().bytes),
         ("threads", threads.build().bytes),
+        ("files", files.build().bytes),
         ("failed", failed.build().bytes),
         ("refused", refused.build().bytes),
     ]

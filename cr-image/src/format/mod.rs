@@ -9,6 +9,7 @@
 
 use std::mem::size_of;
 
+mod files;
 mod header;
 mod helpers;
 mod mm;
@@ -19,6 +20,11 @@ mod task;
 mod thread;
 mod wire;
 
+pub use files::{
+    file_kind_name, File, Files, CHECKPOINT_FLAGS_MASK, CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC,
+    FILE_CHR, FILE_DIR, FILE_FLAGS_MASK, FILE_INHERIT, FILE_REG, MAX_FD, MAX_FILES, O_ACCMODE,
+    O_APPEND, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY,
+};
 pub use header::{ErrorHeader, ImageHeader, Trailer};
 pub(crate) use helpers::hex;
 pub use helpers::{c_str, errno_name};
@@ -54,7 +60,8 @@ pub const MAX_RECORD: u32 = 64 << 20;
 pub const MAX_VMAS: u64 = 65536;
 /// `CR_MAX_GROUPS` (also the kernel's `NGROUPS_MAX`).
 pub const MAX_GROUPS: u32 = 65536;
-/// `CR_MAX_PATH`: the longest path of a file VMA, with its NUL.
+/// `CR_MAX_PATH`: the longest path (of a file VMA, the working directory,
+/// an open file), with its NUL.
 pub const MAX_PATH: u32 = 4096;
 /// `CR_PAGES_PER_CHUNK`: the most pages in one pages record.
 pub const PAGES_PER_CHUNK: u32 = 256;
@@ -121,6 +128,8 @@ const _: () = assert!(size_of::<Restart>() == 40);
 const _: () = assert!(size_of::<SignalsHeader>() == 56);
 const _: () = assert!(size_of::<Itimer>() == 16);
 const _: () = assert!(size_of::<Siginfo>() == SIGINFO_SIZE);
+const _: () = assert!(size_of::<Files>() == 8);
+const _: () = assert!(size_of::<File>() == 48);
 const _: () = assert!(size_of::<Creds>() == 80);
 const _: () = assert!(size_of::<Sighand>() == 2048);
 const _: () = assert!(size_of::<Regs>() == 224);

@@ -6,9 +6,9 @@ use std::mem::size_of;
 use serde::Serialize;
 
 use super::{
-    Creds, ErrorHeader, ImageHeader, Mm, PagesHeader, Regs, Sighand, SignalsHeader, Task, Thread,
-    Trailer, Vma, XstateHeader, MAX_ERROR_MSG, MAX_GROUPS, MAX_PATH, MAX_PENDING, MAX_XSTATE,
-    PAGES_PER_CHUNK, PAGE_ENTRY_LEN, SIGINFO_SIZE,
+    Creds, ErrorHeader, File, Files, ImageHeader, Mm, PagesHeader, Regs, Sighand, SignalsHeader,
+    Task, Thread, Trailer, Vma, XstateHeader, MAX_ERROR_MSG, MAX_GROUPS, MAX_PATH, MAX_PENDING,
+    MAX_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, SIGINFO_SIZE,
 };
 
 /// `enum cr_rec_type`.
@@ -41,6 +41,10 @@ pub enum RecordType {
     Signals = 12,
     /// `CR_REC_THREAD`.
     Thread = 13,
+    /// `CR_REC_FILES`.
+    Files = 14,
+    /// `CR_REC_FILE`.
+    File = 15,
 }
 
 impl RecordType {
@@ -61,6 +65,8 @@ impl RecordType {
             11 => Trailer,
             12 => Signals,
             13 => Thread,
+            14 => Files,
+            15 => File,
             _ => return None,
         })
     }
@@ -82,6 +88,8 @@ impl RecordType {
             Trailer => "trailer",
             Signals => "signals",
             Thread => "thread",
+            Files => "files",
+            File => "file",
         }
     }
 
@@ -127,6 +135,14 @@ impl RecordType {
             RecordType::Thread => {
                 let min = size(size_of::<Thread>());
                 (min, min + MAX_PENDING * SIGINFO_SIZE as u32)
+            }
+            RecordType::Files => {
+                let min = size(size_of::<Files>());
+                (min, min + MAX_PATH)
+            }
+            RecordType::File => {
+                let min = size(size_of::<File>());
+                (min, min + MAX_PATH)
             }
         }
     }

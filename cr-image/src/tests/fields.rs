@@ -19,7 +19,7 @@ fn overlapping_vmas() {
     assert_eq!(
         e.at(),
         at(
-            11,
+            12,
             RecordType::Vma,
             image.span(RecordType::Vma, 2).payload()
         )
@@ -133,7 +133,7 @@ fn vma_count_must_match_the_mm_record() {
         ),
         "{e}"
     );
-    assert_eq!(e.at().record, 14);
+    assert_eq!(e.at().record, 15);
 
     b.mm.nr_vmas = 4;
     let e = built_error(&b);
@@ -148,7 +148,7 @@ fn vma_count_must_match_the_mm_record() {
         ),
         "{e}"
     );
-    assert_eq!(e.at().record, 13);
+    assert_eq!(e.at().record, 14);
 
     b.mm.nr_vmas = u64::MAX;
     let e = expect_field(&b, RecordType::Mm, 0, "nr_vmas", 104);
@@ -172,7 +172,7 @@ fn page_outside_any_vma() {
         "{e}"
     );
     let pages = image.span(RecordType::Pages, 0).payload();
-    assert_eq!(e.at(), at(14, RecordType::Pages, pages + 8 + 3 * 8));
+    assert_eq!(e.at(), at(15, RecordType::Pages, pages + 8 + 3 * 8));
 
     // Above the last VMA, and in the first page.
     for addr in [layout::VDSO, 0] {
@@ -215,7 +215,7 @@ fn decreasing_page_addresses() {
     let image = b.build();
     let e = error_of(&image.bytes);
     assert!(matches!(e, ImageError::PageOrder { .. }), "{e}");
-    assert_eq!(e.at().record, 15);
+    assert_eq!(e.at().record, 16);
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! Unit tests on images from the builder: good images in every shape
 //! (here), damage to the stream's structure (`stream.rs`) and to fields
 //! (`fields.rs`), threads, queued signals, interval timers and restart
-//! blocks (`threads.rs`). Each test of a damaged image asserts the error variant
-//! and where it points.
+//! blocks (`threads.rs`), open files and the checkpoint flag (`files.rs`).
+//! Each test of a damaged image asserts the error variant and where it
+//! points.
 
 mod fields;
+mod files;
 mod stream;
 mod threads;
 
@@ -56,6 +58,15 @@ fn index_of(image: &Image, kind: RecordType, nth: usize) -> usize {
     image.records.iter().position(|s| *s == span).unwrap()
 }
 
+/// The image without its `nth` record of `kind` (records after it are
+/// where they were, less its length).
+fn without(image: &Image, kind: RecordType, nth: usize) -> Vec<u8> {
+    let span = image.span(kind, nth);
+    let mut bytes = image.bytes[..span.offset].to_vec();
+    bytes.extend_from_slice(&image.bytes[span.end()..]);
+    bytes
+}
+
 /// The field a `Field` error names, or a panic.
 fn field_of(e: &ImageError) -> &str {
     match e {
@@ -96,10 +107,10 @@ fn entries(bytes: &[u8]) -> Vec<Entry> {
 fn good_image_verifies_with_its_summary() {
     let image = ImageBuilder::new().build();
     let s = check(&image.bytes).unwrap();
-    // header task creds sighand signals thread regs xstate mm, 5 VMAs,
-    // 1 + 1 pages.
-    assert_eq!(s.records, 16);
-    assert_eq!((s.threads, s.pending_signals), (1, 0));
+    // header task creds sighand signals files thread regs xstate mm,
+    // 5 VMAs, 1 + 1 pages.
+    assert_eq!(s.records, 17);
+    assert_eq!((s.threads, s.files, s.pending_signals), (1, 0, 0));
     assert_eq!((s.armed_itimers, s.restart_blocks), (0, 0));
     assert_eq!(s.bytes, image.bytes.len() as u64);
     assert_eq!((s.comm.as_str(), s.pid), ("cr_target", 74));
@@ -144,41 +155,46 @@ fn records_round_trip() {
         pending: Vec::new(),
     };
     assert_eq!(entries[4].record, signals);
+    let files = Record::Files {
+        files: b.files,
+        cwd: "/".into(),
+    };
+    assert_eq!(entries[5].record, files);
     let t = &b.threads[0];
     let thread = Record::Thread {
         thread: Box::new(t.thread),
         pending: Vec::new(),
     };
-    assert_eq!(entries[5].record, thread);
-    assert_eq!(entries[6].record, Record::Regs(Box::new(t.regs)));
-    assert_eq!(entries[7].record, Record::Xstate(t.xstate));
-    assert_eq!(entries[8].record, Record::Mm(Box::new(b.mm)));
+    assert_eq!(entries[6].record, thread);
+    assert_eq!(entries[7].record, Record::Regs(Box::new(t.regs)));
+    assert_eq!(entries[8].record, Record::Xstate(t.xstate));
+    assert_eq!(entries[9].record, Record::Mm(Box::new(b.mm)));
     for (i, v) in b.vmas.iter().enumerate() {
         let path = (!v.path.is_empty()).then(|| layout::PATH.to_string());
         let want = Record::Vma { vma: v.vma, path };
-        assert_eq!(entries[9 + i].record, want);
+        assert_eq!(entries[10 + i].record, want);
     }
-    let Record::Pages(p) = &entries[14].record else {
-        panic!("not pages: {:?}", entries[14]);
+    let Record::Pages(p) = &entries[15].record else {
+        panic!("not pages: {:?}", entries[15]);
     };
     assert_eq!(
         (p.nr_pages, p.first, p.last),
         (7, Some(b.pages[0]), Some(b.pages[6]))
     );
-    let Record::Pages(p) = &entries[15].record else {
-        panic!("not pages: {:?}", entries[15]);
+    let Record::Pages(p) = &entries[16].record else {
+        panic!("not pages: {:?}", entries[16]);
     };
     assert_eq!(p.nr_pages, 0);
-    let Record::Trailer(t) = &entries[16].record else {
-        panic!("not the trailer: {:?}", entries[16]);
+    let Record::Trailer(t) = &entries[17].record else {
+        panic!("not the trailer: {:?}", entries[17]);
     };
-    assert_eq!(t.nr_records, 16);
+    assert_eq!(t.nr_records, 17);
 }
 
 #[test]
 fn minimal_image_verifies() {
     let s = check(&ImageBuilder::minimal().build().bytes).unwrap();
-    assert_eq!((s.records, s.vmas, s.pages, s.page_records), (10, 0, 0, 0));
+    assert_eq!((s.records, s.vmas, s.pages, s.page_records), (11, 0, 0, 0));
     assert_eq!((s.first_page, s.last_page), (None, None));
 }
 
@@ -328,7 +344,7 @@ fn inspect_writes_every_record_and_the_summary() {
     let (json, verdict) = inspect_json(&b.build().bytes);
     assert!(verdict.is_ok());
     let records = json["records"].as_array().unwrap();
-    assert_eq!(records.len(), 17);
+    assert_eq!(records.len(), 18);
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["magic"], "0x474d49524b435243");
@@ -342,20 +358,24 @@ fn inspect_writes_every_record_and_the_summary() {
     assert_eq!(records[4]["type"], "signals");
     assert_eq!(records[4]["itimer"]["real"]["value"], 0);
     assert_eq!(records[4]["pending"], serde_json::json!([]));
-    assert_eq!(records[5]["type"], "thread");
-    assert_eq!(records[5]["tid"], 74);
-    assert_eq!(records[5]["comm"], "cr_target");
-    assert_eq!(records[5]["restart"]["kind"], "none");
-    assert_eq!(records[6]["gregs"]["cs"], 0x33);
-    assert_eq!(records[8]["auxv"][2], serde_json::json!([33, layout::VDSO]));
-    assert_eq!(records[9]["path"], layout::PATH);
-    assert_eq!(records[11]["path"], serde_json::Value::Null);
-    assert_eq!(records[14]["type"], "pages");
-    assert_eq!(records[14]["nr_pages"], 7);
-    assert_eq!(records[14]["first"], layout::DATA);
-    assert_eq!(records[16]["type"], "trailer");
+    assert_eq!(records[5]["type"], "files");
+    assert_eq!(records[5]["nr_files"], 0);
+    assert_eq!(records[5]["cwd"], "/");
+    assert_eq!(records[6]["type"], "thread");
+    assert_eq!(records[6]["tid"], 74);
+    assert_eq!(records[6]["comm"], "cr_target");
+    assert_eq!(records[6]["restart"]["kind"], "none");
+    assert_eq!(records[7]["gregs"]["cs"], 0x33);
+    assert_eq!(records[9]["auxv"][2], serde_json::json!([33, layout::VDSO]));
+    assert_eq!(records[10]["path"], layout::PATH);
+    assert_eq!(records[12]["path"], serde_json::Value::Null);
+    assert_eq!(records[15]["type"], "pages");
+    assert_eq!(records[15]["nr_pages"], 7);
+    assert_eq!(records[15]["first"], layout::DATA);
+    assert_eq!(records[17]["type"], "trailer");
     assert_eq!(json["summary"]["pages"], 7);
     assert_eq!(json["summary"]["threads"], 1);
+    assert_eq!(json["summary"]["files"], 0);
     assert_eq!(json["problem"], serde_json::Value::Null);
 }
 
@@ -366,10 +386,10 @@ fn inspect_of_a_damaged_image_shows_the_records_before_and_the_problem() {
     let image = b.build();
     let (json, verdict) = inspect_json(&image.bytes);
     assert!(matches!(verdict, Err(ImageError::VmaOrder { .. })));
-    assert_eq!(json["records"].as_array().unwrap().len(), 12);
+    assert_eq!(json["records"].as_array().unwrap().len(), 13);
     assert_eq!(json["summary"], serde_json::Value::Null);
     let problem = &json["problem"];
-    assert_eq!(problem["record"], 12);
+    assert_eq!(problem["record"], 13);
     assert_eq!(problem["type"], "vma");
     assert_eq!(problem["offset"], image.span(RecordType::Vma, 3).payload());
     assert!(problem["message"]
@@ -381,7 +401,7 @@ fn inspect_of_a_damaged_image_shows_the_records_before_and_the_problem() {
 #[test]
 fn vma_records_decode_all_fields() {
     let image = ImageBuilder::new().build();
-    let e = &entries(&image.bytes)[10];
+    let e = &entries(&image.bytes)[11];
     let Record::Vma { vma, path } = &e.record else {
         panic!("not a VMA: {e:?}");
     };

@@ -59,11 +59,22 @@ fn header_fields() {
         "{e}"
     );
 
+    // CR_CHECKPOINT_INHERIT_STDIO is the only flag.
+    for flags in [2, 3, 0x100, u32::MAX] {
+        let mut b = ImageBuilder::new();
+        b.header.flags = flags;
+        let e = built_error(&b);
+        assert!(
+            matches!(e, ImageError::Field { ref field, value, .. } if field == "flags" && value == u64::from(flags)),
+            "{e}"
+        );
+        assert_eq!(e.at(), at(0, RecordType::Header, 8 + 20));
+        assert!(e.to_string().contains("unknown checkpoint flags"), "{e}");
+    }
+    // The flag alone (no fd was open to inherit) is fine.
     let mut b = ImageBuilder::new();
     b.header.flags = 1;
-    let e = built_error(&b);
-    assert!(matches!(e, ImageError::Field { ref field, value: 1, .. } if field == "flags"));
-    assert_eq!(e.at().offset, 8 + 20);
+    check(&b.build().bytes).unwrap();
 }
 
 #[test]
@@ -89,10 +100,10 @@ fn unknown_and_misplaced_records() {
     let image = ImageBuilder::new().build();
     let creds = image.span(RecordType::Creds, 0);
     let mut bytes = image.bytes.clone();
-    put_u32(&mut bytes, creds.offset, 14);
+    put_u32(&mut bytes, creds.offset, 16);
     let e = error_of(&bytes);
     assert!(
-        matches!(e, ImageError::UnknownType { found: 14, .. }),
+        matches!(e, ImageError::UnknownType { found: 16, .. }),
         "{e}"
     );
     assert_eq!(e.at().record, 2);
@@ -120,7 +131,7 @@ fn page_data_must_end_with_an_empty_pages_record() {
     let trailer = &image.bytes[empty.end()..];
     bytes.extend_from_slice(trailer);
     let n = bytes.len();
-    put_u64(&mut bytes, n - 16, 15);
+    put_u64(&mut bytes, n - 16, 16);
     assert!(reseal(&mut bytes));
     let e = error_of(&bytes);
     assert!(
@@ -230,7 +241,7 @@ fn nonzero_padding() {
     bytes[pad] = 0x20;
     let e = error_of(&bytes);
     assert!(matches!(e, ImageError::Padding { value: 0x20, .. }), "{e}");
-    assert_eq!(e.at(), at(9, RecordType::Vma, pad));
+    assert_eq!(e.at(), at(10, RecordType::Vma, pad));
 
     // Padding of the creds record, with one group.
     let mut b = ImageBuilder::new();
@@ -265,7 +276,7 @@ fn flipped_byte_in_page_data_fails_the_checksum() {
         assert_ne!(stored, computed);
         assert_eq!(
             at,
-            super::at(16, RecordType::Trailer, trailer.payload() + 16)
+            super::at(17, RecordType::Trailer, trailer.payload() + 16)
         );
     }
     // Also in the XSAVE buffer, which is not otherwise checked.
@@ -281,14 +292,14 @@ fn wrong_trailer() {
     let t = image.span(RecordType::Trailer, 0).payload();
 
     let mut bytes = image.bytes.clone();
-    put_u64(&mut bytes, t + 8, 17);
+    put_u64(&mut bytes, t + 8, 18);
     let e = error_of(&bytes);
     assert!(
         matches!(
             e,
             ImageError::RecordCount {
-                trailer: 17,
-                counted: 16,
+                trailer: 18,
+                counted: 17,
                 ..
             }
         ),
@@ -390,7 +401,7 @@ fn too_many_pages_in_a_record() {
         matches!(e, ImageError::TooManyPages { nr_pages: 257, .. }),
         "{e}"
     );
-    assert_eq!(e.at(), at(14, RecordType::Pages, pages.payload()));
+    assert_eq!(e.at(), at(15, RecordType::Pages, pages.payload()));
 
     put_u32(&mut bytes, pages.payload(), 6);
     let e = error_of(&bytes);
@@ -401,7 +412,7 @@ fn too_many_pages_in_a_record() {
 fn failed_checkpoint_is_reported_as_such() {
     let mut b = ImageBuilder::new();
     b.failure = Some(Failure {
-        after: 16,
+        after: 17,
         errno: -16,
         message: "thawed during checkpoint: image discarded".into(),
     });
@@ -420,7 +431,7 @@ fn failed_checkpoint_is_reported_as_such() {
     assert_eq!(
         at,
         super::at(
-            16,
+            17,
             RecordType::Error,
             image.span(RecordType::Error, 0).offset
         )
@@ -478,7 +489,7 @@ fn error_messages_name_record_offset_and_field() {
     assert_eq!(
         e.to_string(),
         format!(
-            "record 13 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is \
+            "record 14 (vma) at byte {end} ({end:#x}): field `end` = 0xffff800000010000 is \
              beyond the user address space (which ends at 0x7ffffffff000)"
         )
     );

@@ -23,15 +23,6 @@ fn threaded(extra: i32) -> ImageBuilder {
     b
 }
 
-/// The image without its `nth` record of `kind` (records after it are
-/// where they were, less its length).
-fn without(image: &Image, kind: RecordType, nth: usize) -> Vec<u8> {
-    let span = image.span(kind, nth);
-    let mut bytes = image.bytes[..span.offset].to_vec();
-    bytes.extend_from_slice(&image.bytes[span.end()..]);
-    bytes
-}
-
 /// An image of eight threads in every state: queued signals of their own
 /// and shared, armed interval timers, and each kind of restart block.
 fn busy() -> ImageBuilder {
@@ -72,14 +63,14 @@ fn eight_busy_threads_verify_with_their_summary() {
     let b = busy();
     let image = b.build();
     let s = check(&image.bytes).unwrap();
-    // header task creds sighand signals, 8 x 3, mm, 5 VMAs, 2 pages.
-    assert_eq!(s.records, 5 + 8 * 3 + 1 + 5 + 2);
+    // header task creds sighand signals files, 8 x 3, mm, 5 VMAs, 2 pages.
+    assert_eq!(s.records, 6 + 8 * 3 + 1 + 5 + 2);
     assert_eq!(s.threads, 8);
     assert_eq!(s.pending_signals, 3 + 1 + 1 + 2);
     assert_eq!((s.armed_itimers, s.restart_blocks), (2, 6));
     assert!(s
         .to_string()
-        .contains(": 37 records, 8 threads, 7 pending signals, 5 VMAs"));
+        .contains(": 38 records, 8 threads, 0 open files, 7 pending signals, 5 VMAs"));
     let notes = s.notes.join("\n");
     assert!(
         notes.contains("8 threads: restart gives each but the first its thread id (75, 76, 77, 78, 79, 80, 81)"),
@@ -91,7 +82,7 @@ fn eight_busy_threads_verify_with_their_summary() {
     // The records: every thread's group in order.
     let entries = entries(&image.bytes);
     for (i, t) in b.threads.iter().enumerate() {
-        let at = 5 + 3 * i;
+        let at = 6 + 3 * i;
         let want = Record::Thread {
             thread: Box::new(t.thread),
             pending: t.pending.clone(),
@@ -136,7 +127,7 @@ fn inspect_shows_threads_signals_and_timers() {
         "{data}"
     );
     let kinds: Vec<_> = (0..8)
-        .map(|i| records[5 + 3 * i]["restart"]["kind"].clone())
+        .map(|i| records[6 + 3 * i]["restart"]["kind"].clone())
         .collect();
     let want = [
         "none",
@@ -149,18 +140,18 @@ fn inspect_shows_threads_signals_and_timers() {
         "none",
     ];
     assert_eq!(kinds, want.map(serde_json::Value::from));
-    let leader = &records[5];
+    let leader = &records[6];
     assert_eq!(
         (&leader["tid"], &leader["comm"]),
         (&74.into(), &"cr_target".into())
     );
     assert_eq!(leader["pending"][0]["signo"], 12);
     assert_eq!(leader["pending"][0]["code"], -6);
-    assert_eq!(records[8]["comm"], "cr_worker");
-    assert_eq!(records[8]["tid"], 75);
-    assert_eq!(records[8]["restart"]["clockid"], 1);
-    assert_eq!(records[8]["restart"]["expires"], 123_456_789_000u64);
-    let last = &records[5 + 3 * 7];
+    assert_eq!(records[9]["comm"], "cr_worker");
+    assert_eq!(records[9]["tid"], 75);
+    assert_eq!(records[9]["restart"]["clockid"], 1);
+    assert_eq!(records[9]["restart"]["expires"], 123_456_789_000u64);
+    let last = &records[6 + 3 * 7];
     assert_eq!(last["tid"], 81);
     let signos: Vec<_> = last["pending"]
         .as_array()
@@ -559,7 +550,7 @@ fn pending_counts_must_match_the_length() {
         "{e}"
     );
     let thread = image.span(RecordType::Thread, 1);
-    assert_eq!(e.at(), at(8, RecordType::Thread, thread.payload() + 20));
+    assert_eq!(e.at(), at(9, RecordType::Thread, thread.payload() + 20));
 
     // More than CR_MAX_PENDING: the count itself, before the length.
     let mut b = ImageBuilder::new();
@@ -620,7 +611,7 @@ fn thread_ids_are_distinct() {
         built_error(&b),
         ImageError::DuplicateTid {
             tid: 74,
-            first: 5,
+            first: 6,
             ..
         }
     ));
@@ -645,7 +636,7 @@ fn thread_count_must_match_the_task_record() {
         "{e}"
     );
     let mm = image.span(RecordType::Mm, 0);
-    assert_eq!(e.at(), at(11, RecordType::Mm, mm.offset));
+    assert_eq!(e.at(), at(12, RecordType::Mm, mm.offset));
     assert!(
         e.to_string().contains("announces 3 threads, found 2"),
         "{e}"
@@ -667,7 +658,7 @@ fn thread_count_must_match_the_task_record() {
         ),
         "{e}"
     );
-    assert_eq!(e.at().record, 8);
+    assert_eq!(e.at().record, 9);
     assert_eq!(
         e.at().offset,
         image.span(RecordType::Thread, 1).offset as u64
@@ -693,32 +684,32 @@ fn thread_records_in_their_place() {
     let bytes = without(&image, RecordType::Thread, 0);
     assert_eq!(
         order_error(&bytes),
-        ("a thread record", RecordType::Regs, 5)
+        ("a thread record", RecordType::Regs, 6)
     );
     let bytes = without(&image, RecordType::Thread, 2);
     assert_eq!(
         order_error(&bytes),
-        ("a thread record", RecordType::Regs, 11)
+        ("a thread record", RecordType::Regs, 12)
     );
     // No regs, no xstate in a group.
     let bytes = without(&image, RecordType::Regs, 1);
     assert_eq!(
         order_error(&bytes),
-        ("the thread's regs record", RecordType::Xstate, 9)
+        ("the thread's regs record", RecordType::Xstate, 10)
     );
     let bytes = without(&image, RecordType::Xstate, 0);
     assert_eq!(
         order_error(&bytes),
-        ("the thread's xstate record", RecordType::Thread, 7)
+        ("the thread's xstate record", RecordType::Thread, 8)
     );
     // No signals record.
     let bytes = without(&image, RecordType::Signals, 0);
     assert_eq!(
         order_error(&bytes),
-        ("the signals record", RecordType::Thread, 4)
+        ("the signals record", RecordType::Files, 4)
     );
 
-    // The signals record after the first thread group.
+    // The signals record after the files record and the first thread group.
     let signals = image.span(RecordType::Signals, 0);
     let group_end = image.span(RecordType::Xstate, 0).end();
     let mut bytes = image.bytes[..signals.offset].to_vec();
@@ -727,7 +718,7 @@ fn thread_records_in_their_place() {
     bytes.extend_from_slice(&image.bytes[group_end..]);
     assert_eq!(
         order_error(&bytes),
-        ("the signals record", RecordType::Thread, 4)
+        ("the signals record", RecordType::Files, 4)
     );
 
     // Regs and xstate swapped in the second group.
@@ -739,7 +730,7 @@ fn thread_records_in_their_place() {
     bytes.extend_from_slice(&image.bytes[xstate.end()..]);
     assert_eq!(
         order_error(&bytes),
-        ("the thread's regs record", RecordType::Xstate, 9)
+        ("the thread's regs record", RecordType::Xstate, 10)
     );
 
     // A thread record before the task's, or among the VMAs.
@@ -755,7 +746,7 @@ fn thread_records_in_their_place() {
     put_u32(&mut bytes, vma.offset, RecordType::Thread as u32);
     assert_eq!(
         order_error(&bytes),
-        ("a vma record", RecordType::Thread, 16)
+        ("a vma record", RecordType::Thread, 17)
     );
 }
 
