@@ -14,8 +14,8 @@ use serde::Serialize;
 use crate::checks::{self, linux, Ctx, FileCheck, VdsoArea};
 use crate::format::{
     c_str, File, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS,
-    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_INHERIT, FILE_REG, O_ACCMODE,
-    O_RDONLY, O_WRONLY, PAGES_PER_CHUNK, PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
+    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_INHERIT, FILE_REG, MAX_PENDING,
+    O_ACCMODE, O_RDONLY, O_WRONLY, PAGES_PER_CHUNK, PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
 };
 use crate::parser::{PagesSummary, Record};
 use crate::reader::Head;
@@ -469,6 +469,18 @@ impl Verifier {
                 self.tid_records.insert(thread.tid, head.index);
                 self.tids.push(thread.tid);
                 self.pending_signals += pending.len() as u64;
+                if self.pending_signals > u64::from(MAX_PENDING) {
+                    return Err(ImageError::Field {
+                        at: ctx.at(offset_of!(Thread, nr_pending)),
+                        field: "nr_pending".into(),
+                        value: pending.len() as u64,
+                        problem: format!(
+                            "makes {} queued signals in the image, more than CR_MAX_PENDING \
+                             ({MAX_PENDING}) in all",
+                            self.pending_signals
+                        ),
+                    });
+                }
                 if thread.restart.kind != RESTART_NONE {
                     self.restart_blocks += 1;
                 }

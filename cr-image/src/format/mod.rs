@@ -73,7 +73,7 @@ pub const NLIMITS: usize = 16;
 pub const NSIG: usize = 64;
 /// `CR_MAX_THREADS`: the most threads an image holds.
 pub const MAX_THREADS: u32 = 4096;
-/// `CR_MAX_PENDING`: the most queued signals in one record.
+/// `CR_MAX_PENDING`: the most queued signals in one image (all records).
 pub const MAX_PENDING: u32 = 65536;
 /// `CR_SIGINFO_SIZE`: bytes of a queued signal (user `siginfo_t`).
 pub const SIGINFO_SIZE: usize = 128;

@@ -169,30 +169,43 @@ fn inspect_shows_threads_signals_and_timers() {
 
 #[test]
 fn the_most_threads_and_queued_signals() {
-    let mut b = threaded(MAX_THREADS as i32 - 1);
-    for signo in (1..=64)
-        .filter(|s| ![9, 19].contains(s))
-        .cycle()
-        .take(MAX_PENDING as usize)
-    {
-        b.queue_shared(Siginfo::new(signo, 0, SI_USER));
-    }
-    let last = b.threads.last_mut().unwrap();
-    last.pending = vec![Siginfo::new(2, 0, 0); MAX_PENDING as usize];
-    last.thread.nr_pending = MAX_PENDING;
-    let image = b.build();
+    // CR_MAX_PENDING queued signals in the whole image: all but one on the
+    // process, the last on the last thread; one more is refused.
+    let build = |on_last: u32| {
+        let mut b = threaded(MAX_THREADS as i32 - 1);
+        for signo in (1..=64)
+            .filter(|s| ![9, 19].contains(s))
+            .cycle()
+            .take(MAX_PENDING as usize - 1)
+        {
+            b.queue_shared(Siginfo::new(signo, 0, SI_USER));
+        }
+        let last = b.threads.last_mut().unwrap();
+        last.pending = vec![Siginfo::new(2, 0, 0); on_last as usize];
+        last.thread.nr_pending = on_last;
+        b.build()
+    };
+    let image = build(1);
     let s = check(&image.bytes).unwrap();
     assert_eq!(s.threads, MAX_THREADS);
-    assert_eq!(s.pending_signals, 2 * u64::from(MAX_PENDING));
+    assert_eq!(s.pending_signals, u64::from(MAX_PENDING));
     assert!(s
         .notes
         .iter()
         .any(|n| n.contains("4096 threads: ") && n.contains(", ...)")));
     let signals = image.span(RecordType::Signals, 0);
-    assert_eq!(signals.len as usize, SIGNALS_LEN + 65536 * SIGINFO_SIZE);
+    assert_eq!(
+        signals.len as usize,
+        SIGNALS_LEN + (65536 - 1) * SIGINFO_SIZE
+    );
     let (min, max) = RecordType::Thread.len_bounds();
     assert_eq!((min, max), (136, 136 + 65536 * 128));
-    assert_eq!(image.span(RecordType::Thread, 4095).len, max);
+
+    let err = check(&build(2).bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("nr_pending") && err.contains("65537 queued signals in the image"),
+        "{err}"
+    );
 }
 
 #[test]
