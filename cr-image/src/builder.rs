@@ -66,6 +66,8 @@ pub struct FileSpec {
     pub file: File,
     /// The path bytes written after it, with the NUL if wanted.
     pub path: Vec<u8>,
+    /// Bytes written after the path (a deleted file's content).
+    pub content: Vec<u8>,
 }
 
 impl FileSpec {
@@ -82,7 +84,18 @@ impl FileSpec {
                 ..File::default()
             },
             path,
+            content: Vec::new(),
         }
+    }
+
+    /// A regular file deleted while open (at `path` before), at `pos`,
+    /// with `content`.
+    pub fn deleted(fd: i32, flags: u32, pos: u64, path: &str, content: &[u8]) -> Self {
+        let mut f = Self::new(fd, FILE_DELETED, flags, path);
+        f.file.pos = pos;
+        f.file.size = content.len() as u64;
+        f.content = content.to_vec();
+        f
     }
 
     /// A regular file open with `flags`, at position `pos`, of `size` bytes.
@@ -651,6 +664,7 @@ impl ImageBuilder {
             payload.clear();
             f.file.encode(&mut payload);
             payload.extend_from_slice(&f.path);
+            payload.extend_from_slice(&f.content);
             w.record(RecordType::File, &payload);
         }
 

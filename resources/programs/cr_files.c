@@ -12,14 +12,16 @@
  *   8  /dev/zero, read-only, close-on-exec
  * With a mode it also opens one thing checkpoint must refuse: a pipe, a
  * FIFO, a socketpair, a TCP socket, an eventfd, an epoll instance, a
- * SysV shared memory segment (attached), or a file it then deletes.
+ * SysV shared memory segment (attached); or, with "deleted", keeps
+ *   9  <dir>/gone, read-write at offset 1234, 5000 bytes, deleted
+ * which checkpoint saves with its content.
  *
  * Writes "count <n>" to <dir>/state about every 100 ms. On SIGUSR1 it
  * checks that each descriptor is still the same file with the same offset,
  * flags and close-on-exec flag, that reads and appends go where they
  * should, that its working directory is <dir>, and that no other
- * descriptor than 0 to 8 is open; then writes "PASS <n>" or "FAIL <what>"
- * to <dir>/verdict.
+ * descriptor than 0 to 8 (9 with "deleted") is open; then writes "PASS <n>"
+ * or "FAIL <what>" to <dir>/verdict.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -47,6 +49,15 @@
 #define DATA_SIZE 10000
 
 static volatile sig_atomic_t verify_requested;
+static int deleted;			/* fd 9 is a deleted file */
+
+#define GONE_SIZE 5000
+#define GONE_POS 1234
+
+static unsigned char gone_byte(int i)
+{
+	return (unsigned char)(i * 7 + 3);
+}
 
 static void on_usr1(int sig)
 {
@@ -107,6 +118,21 @@ static void verify(uint64_t count)
 	for (int fd = 3; fd <= 8; fd++)
 		if (!!(fcntl(fd, F_GETFD) & FD_CLOEXEC) != (fd == 8))
 			FAIL("fd %d close-on-exec flag", fd);
+	if (deleted) {
+		unsigned char got[GONE_SIZE];
+
+		if (fstat(9, &st) || !S_ISREG(st.st_mode) || st.st_nlink ||
+		    st.st_size != GONE_SIZE)
+			FAIL("fd 9 is not a deleted file of %d bytes", GONE_SIZE);
+		if (lseek(9, 0, SEEK_CUR) != GONE_POS ||
+		    (fcntl(9, F_GETFL) & O_ACCMODE) != O_RDWR)
+			FAIL("fd 9 offset or access mode");
+		if (pread(9, got, GONE_SIZE, 0) != GONE_SIZE)
+			FAIL("fd 9 cannot be read");
+		for (int i = 0; i < GONE_SIZE; i++)
+			if (got[i] != gone_byte(i))
+				FAIL("fd 9 byte %d differs", i);
+	}
 	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, lab_dir))
 		FAIL("working directory %s, not %s", cwd, lab_dir);
 	d = opendir("/proc/self/fd");
@@ -115,7 +141,7 @@ static void verify(uint64_t count)
 	while ((e = readdir(d))) {
 		int fd = atoi(e->d_name);
 
-		if (e->d_name[0] != '.' && fd > 8 && fd != dirfd(d)) {
+		if (e->d_name[0] != '.' && fd > 8 + deleted && fd != dirfd(d)) {
 			snprintf(why, sizeof(why), "fd %d is open", fd);
 			break;
 		}
@@ -191,8 +217,15 @@ int main(int argc, char **argv)
 			ok = id >= 0 && shmat(id, NULL, 0) != (void *)-1 &&
 			     shmctl(id, IPC_RMID, NULL) == 0;
 		} else if (!strcmp(argv[2], "deleted")) {
+			unsigned char gone[GONE_SIZE];
+
+			for (int i = 0; i < GONE_SIZE; i++)
+				gone[i] = gone_byte(i);
 			snprintf(path, sizeof(path), "%s/gone", lab_dir);
-			ok = open(path, O_RDWR | O_CREAT, 0644) >= 0 && unlink(path) == 0;
+			deleted = 1;
+			ok = open_at(9, path, O_RDWR | O_CREAT | O_TRUNC) == 9 &&
+			     write(9, gone, GONE_SIZE) == GONE_SIZE &&
+			     lseek(9, GONE_POS, SEEK_SET) == GONE_POS && unlink(path) == 0;
 		} else {
 			fprintf(stderr, "cr_files: unknown mode %s\n", argv[2]);
 			return 2;

@@ -192,7 +192,6 @@ fn open_files_survive_restart_and_changed_files_are_refused() {
             "resource fd 9 (anon_inode:[eventpoll]): an anonymous",
         ),
         ("shm", "resource shared mapping"),
-        ("deleted", "resource fd 9: its file was deleted"),
     ] {
         let dir = format!("/tmp/f-{mode}");
         let args = format!("{dir} {mode}");
@@ -212,6 +211,20 @@ fn open_files_survive_restart_and_changed_files_are_refused() {
         assert!(verdict.starts_with(want), "{mode}: {verdict}");
         lab.kill_target(&dir);
     }
+
+    // A file deleted while open comes back with its content, unnamed.
+    let dir = "/tmp/f-deleted";
+    let pid = lab.start_program("cr_files", &format!("{dir} deleted"), dir, "deleted");
+    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/deleted /tmp/d.img"));
+    assert!(out.status.success(), "cr_dump: {out:?}");
+    lab.kill_target(dir);
+    lab.sh_ok("$P/cr_restart /tmp/d.img </dev/null >/tmp/d-restart.log 2>&1 &");
+    let new = lab.wait_restarted(dir, pid);
+    let verdict = lab.verify(dir);
+    assert!(verdict.starts_with("PASS "), "deleted file: {verdict}");
+    let link = lab.sh_ok(&format!("readlink /proc/{new}/fd/9"));
+    assert!(link.trim().ends_with("(deleted)"), "{link}");
+    lab.kill_target(dir);
     lab.shutdown();
     sandbox.assert_clean();
 }

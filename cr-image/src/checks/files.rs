@@ -7,8 +7,9 @@ use std::mem::{offset_of, size_of};
 
 use super::Ctx;
 use crate::format::{
-    c_str, named, File, Files, Named, Wire, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_FLAGS_MASK,
-    FILE_INHERIT, FILE_REG, MAX_FD, MAX_FILES, MAX_PATH, O_ACCMODE, O_RDONLY,
+    c_str, named, File, Files, Named, Wire, FD_CLOEXEC, FILE_CHR, FILE_DELETED, FILE_DIR,
+    FILE_FLAGS_MASK, FILE_INHERIT, FILE_REG, MAX_DELETED, MAX_FD, MAX_FILES, MAX_PATH, O_ACCMODE,
+    O_RDONLY,
 };
 use crate::ImageError;
 
@@ -73,10 +74,10 @@ pub(crate) fn file(
     if f.fd < 0 || f.fd as u32 >= MAX_FD {
         return Err(bad(fd, "not a descriptor (0 to CR_MAX_FD - 1, 1048575)"));
     }
-    if !(FILE_REG..=FILE_INHERIT).contains(&f.kind) {
+    if !(FILE_REG..=FILE_DELETED).contains(&f.kind) {
         return Err(bad(
             kind,
-            "not a file kind (CR_FILE_REG to CR_FILE_INHERIT)",
+            "not a file kind (CR_FILE_REG to CR_FILE_DELETED)",
         ));
     }
     if f.flags & !FILE_FLAGS_MASK != 0 {
@@ -132,16 +133,25 @@ pub(crate) fn file(
             zero(&[size, rdev], "a directory")?;
         }
         FILE_CHR => zero(&[size], "a character device")?,
+        FILE_DELETED => {
+            zero(&[rdev], "a deleted file")?;
+            if f.size > MAX_DELETED {
+                let problem = "a deleted file's content is at most CR_MAX_DELETED (32 MiB)";
+                return Err(bad(size, problem));
+            }
+        }
         _ => {}
     }
-    let expected = size_of::<File>() as u64 + u64::from(f.path_len);
+    let content = if f.kind == FILE_DELETED { f.size } else { 0 };
+    let expected = size_of::<File>() as u64 + u64::from(f.path_len) + content;
     if u64::from(len) != expected {
         return Err(ctx.length_mismatch(path_len, len, expected));
     }
     if f.kind == FILE_INHERIT {
         return Ok((f, None));
     }
-    let path = path(ctx, size_of::<File>(), "path", payload, &prefix)?;
+    let end = size_of::<File>() + f.path_len as usize;
+    let path = path(ctx, size_of::<File>(), "path", &payload[..end], &prefix)?;
     Ok((f, Some(path)))
 }
 

@@ -29,6 +29,11 @@ pub const FILE_DIR: u32 = 2;
 pub const FILE_CHR: u32 = 3;
 /// `CR_FILE_INHERIT`: the restart caller's own descriptor (stdio).
 pub const FILE_INHERIT: u32 = 4;
+/// `CR_FILE_DELETED`: a regular file deleted while open; its `size` bytes
+/// of content follow the path it had.
+pub const FILE_DELETED: u32 = 5;
+/// `CR_MAX_DELETED`: the largest deleted file saved.
+pub const MAX_DELETED: u64 = 32 << 20;
 
 /// `CR_FILE_FLAGS_MASK`: the `open(2)` status flags kept (access mode,
 /// `O_APPEND`, `O_NONBLOCK`, `O_DSYNC`, `O_DIRECT`, `O_LARGEFILE`,
@@ -56,6 +61,7 @@ pub fn file_kind_name(kind: u32) -> Option<&'static str> {
         FILE_DIR => "dir",
         FILE_CHR => "chr",
         FILE_INHERIT => "inherit",
+        FILE_DELETED => "deleted",
         _ => return None,
     })
 }

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{
     Creds, ErrorHeader, File, Files, ImageHeader, Mm, PagesHeader, Regs, Sighand, SignalsHeader,
-    Task, Thread, Trailer, Vma, XstateHeader, MAX_ERROR_MSG, MAX_GROUPS, MAX_PATH, MAX_PENDING,
-    MAX_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, SIGINFO_SIZE,
+    Task, Thread, Trailer, Vma, XstateHeader, MAX_DELETED, MAX_ERROR_MSG, MAX_GROUPS, MAX_PATH,
+    MAX_PENDING, MAX_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, SIGINFO_SIZE,
 };
 
 /// `enum cr_rec_type`.
@@ -142,7 +142,7 @@ impl RecordType {
             }
             RecordType::File => {
                 let min = size(size_of::<File>());
-                (min, min + MAX_PATH)
+                (min, min + MAX_PATH + MAX_DELETED as u32)
             }
         }
     }

@@ -277,7 +277,7 @@ fn file_record_fields() {
         (|f| f.fd = i32::MIN, "fd", FD),
         (|f| f.fd = MAX_FD as i32, "fd", FD),
         (|f| f.kind = 0, "kind", KIND),
-        (|f| f.kind = 5, "kind", KIND),
+        (|f| f.kind = 6, "kind", KIND),
         (|f| f.kind = u32::MAX, "kind", KIND),
         (|f| f.flags |= O_CLOEXEC, "flags", FLAGS),
         (|f| f.flags |= O_CREAT, "flags", FLAGS),
@@ -583,7 +583,7 @@ fn absurd_file_record_lengths() {
         (RecordType::Files, 8 + 4097),
         (RecordType::Files, u32::MAX),
         (RecordType::File, 47),
-        (RecordType::File, 48 + 4097),
+        (RecordType::File, 48 + 4096 + (32 << 20) + 1),
         (RecordType::File, u32::MAX),
     ] {
         let span = image.span(kind, 0);
@@ -598,7 +598,7 @@ fn absurd_file_record_lengths() {
         assert_eq!(e.at().offset, span.offset as u64 + 4);
     }
     assert_eq!(RecordType::Files.len_bounds(), (8, 8 + 4096));
-    assert_eq!(RecordType::File.len_bounds(), (48, 48 + 4096));
+    assert_eq!(RecordType::File.len_bounds(), (48, 48 + 4096 + (32 << 20)));
 }
 
 #[test]
@@ -676,4 +676,26 @@ fn failed_checkpoint_among_the_files() {
     );
     assert_eq!(e.at().record, 8);
     assert!(e.to_string().contains("EBADF"), "{e}");
+}
+
+#[test]
+fn deleted_files_carry_their_content() {
+    let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let b = one_file(FileSpec::deleted(9, O_RDWR, 1234, "/tmp/x/gone", &content));
+    let s = check(&b.build().bytes).unwrap();
+    assert_eq!(s.files, 1);
+
+    // The content's length is the size; at most 32 MiB.
+    let mut short = one_file(FileSpec::deleted(9, O_RDWR, 0, "/tmp/x/gone", &content));
+    short.open_files[0].file.size -= 1;
+    let e = check(&short.build().bytes).unwrap_err().to_string();
+    assert!(e.contains("does not match"), "{e}");
+    let mut big = one_file(FileSpec::deleted(9, O_RDWR, 0, "/tmp/x/gone", b""));
+    big.open_files[0].file.size = (32 << 20) + 1;
+    let e = check(&big.build().bytes).unwrap_err().to_string();
+    assert!(e.contains("CR_MAX_DELETED"), "{e}");
+    let mut dev = one_file(FileSpec::deleted(9, O_RDWR, 0, "/tmp/x/gone", b"ab"));
+    dev.open_files[0].file.rdev = 1;
+    let e = check(&dev.build().bytes).unwrap_err().to_string();
+    assert!(e.contains("rdev") && e.contains("a deleted file"), "{e}");
 }
