@@ -107,15 +107,7 @@ fn measure_threads(lab: &mut CrLab, threads: u32, f: &mut Figures) {
     let dir = "/tmp/tbench";
     let args = format!("{dir} {threads}");
     let pid = lab.start_program("cr_threads", &args, dir, "tbench");
-    lab.wait_count_above(dir, 2);
-    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/tbench /tmp/tbench.img"));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "cr_dump: {err}");
-    f.freeze.push(field(&err, "freeze "));
-    f.checkpoint.push(field(&err, "checkpoint "));
-    f.image.push(bytes_of(&err));
-    lab.kill_target(dir);
-    let at_dump = lab.count(dir).unwrap();
+    let at_dump = dump_and_kill(lab, pid, dir, "tbench", f);
     let start = Instant::now();
     lab.sh_ok("$P/cr_restart /tmp/tbench.img </dev/null >/dev/null 2>&1 &");
     lab.wait_count_above(dir, at_dump);
@@ -124,6 +116,21 @@ fn measure_threads(lab: &mut CrLab, threads: u32, f: &mut Figures) {
     assert!(verdict.starts_with("PASS"), "{threads} threads: {verdict}");
     lab.kill_target(dir);
     lab.sh_ok("rm /tmp/tbench.img");
+}
+
+/// Checkpoints target `pid` of `dir` (cgroup `CG/name`) into
+/// `/tmp/<name>.img` and kills it; records freeze, checkpoint and image
+/// size; returns the count at the checkpoint.
+fn dump_and_kill(lab: &mut CrLab, pid: u32, dir: &str, name: &str, f: &mut Figures) -> u64 {
+    lab.wait_count_above(dir, 2);
+    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/{name} /tmp/{name}.img"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "cr_dump: {err}");
+    f.freeze.push(field(&err, "freeze "));
+    f.checkpoint.push(field(&err, "checkpoint "));
+    f.image.push(bytes_of(&err));
+    lab.kill_target(dir);
+    lab.count(dir).unwrap()
 }
 
 /// The number after `after` in cr_dump's summary line
@@ -144,15 +151,7 @@ fn field(err: &str, after: &str) -> f64 {
 fn measure(lab: &mut CrLab, mib: u32, f: &mut Figures) {
     let dir = "/tmp/bench";
     let pid = lab.start_target(dir, mib, "bench", "");
-    lab.wait_count_above(dir, 2);
-    let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/bench /tmp/bench.img"));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "cr_dump: {err}");
-    f.freeze.push(field(&err, "freeze "));
-    f.checkpoint.push(field(&err, "checkpoint "));
-    f.image.push(bytes_of(&err));
-    lab.kill_target(dir);
-    let at_dump = lab.count(dir).unwrap();
+    let at_dump = dump_and_kill(lab, pid, dir, "bench", f);
 
     let zst = lab.sh_ok("$P/zstdpipe -1 </tmp/bench.img | wc -c");
     f.zstd.push(zst.trim().parse().unwrap());

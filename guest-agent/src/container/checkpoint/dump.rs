@@ -247,18 +247,8 @@ pub struct Found {
 /// A zombie child of the container's processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundZombie {
-    /// Its guest PID.
-    pub guest_pid: i32,
-    /// Its parent's guest PID.
-    pub guest_ppid: i32,
-    /// Its PID, process group and session in the container.
-    pub ns_pid: i32,
-    /// (See `ns_pid`.)
-    pub ns_pgid: i32,
-    /// (See `ns_pid`.)
-    pub ns_sid: i32,
-    /// Its command name.
-    pub comm: String,
+    /// Its ids and name, as for a live process.
+    pub found: Found,
     /// Its wait status.
     pub status: i32,
 }
@@ -296,13 +286,15 @@ pub fn zombies(found: &Inspected, processes: &[ProcessEntry]) -> Vec<ZombieEntry
         .zombies
         .iter()
         .filter_map(|z| {
-            let parent = processes.iter().find(|p| p.guest_pid == z.guest_ppid)?;
+            let parent = processes
+                .iter()
+                .find(|p| p.guest_pid == z.found.guest_ppid)?;
             Some(ZombieEntry {
-                pid: z.ns_pid,
+                pid: z.found.ns_pid,
                 ppid: parent.pid,
-                comm: z.comm.clone(),
-                pgid: z.ns_pgid,
-                sid: z.ns_sid,
+                comm: z.found.comm.clone(),
+                pgid: z.found.ns_pgid,
+                sid: z.found.ns_sid,
                 status: z.status,
             })
         })
@@ -342,12 +334,14 @@ fn unlisted_children(pids: &[u32]) -> Result<Vec<FoundZombie>, DumpError> {
         let zombie = unsupported_state(&status) == Some(ZOMBIE);
         match exit_status(&stat).filter(|&s| zombie && ZombieEntry::status_valid(s)) {
             Some(status) => zombies.push(FoundZombie {
-                guest_pid: pid,
-                guest_ppid: ids.ppid,
-                ns_pid: ids.ns_pid,
-                ns_pgid: ids.ns_pgid,
-                ns_sid: ids.ns_sid,
-                comm,
+                found: Found {
+                    guest_pid: pid,
+                    guest_ppid: ids.ppid,
+                    ns_pid: ids.ns_pid,
+                    ns_pgid: ids.ns_pgid,
+                    ns_sid: ids.ns_sid,
+                    comm,
+                },
                 status,
             }),
             None => {
@@ -361,7 +355,7 @@ fn unlisted_children(pids: &[u32]) -> Result<Vec<FoundZombie>, DumpError> {
             }
         }
     }
-    zombies.sort_by_key(|z| z.ns_pid);
+    zombies.sort_by_key(|z| z.found.ns_pid);
     Ok(zombies)
 }
 
