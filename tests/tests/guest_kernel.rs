@@ -63,7 +63,7 @@ fn guest_runs_our_kernel_with_our_options_and_patches() {
     // Our patch series is in: its sysfs node answers.
     assert_eq!(
         run(&mut agent, "cat /sys/kernel/checkpoint/format_version"),
-        "1\n"
+        format!("{}\n", crvmm_cr_image::format::FORMAT_VERSION)
     );
 
     // PID 1 duties: file systems mounted, cgroup v2 with the freezer.
