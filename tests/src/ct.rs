@@ -4,11 +4,34 @@
 
 use std::time::Duration;
 
+use crate::{unique_name, GuestImage, Sandbox};
 use crvmm_engine::agent::AgentConnection;
-use crvmm_engine::Vm;
+use crvmm_engine::{AgentChannel, Vm};
 use crvmm_protocol::{
     CheckpointReport, ClientError, ContainerCheckpoint, ContainerInfo, ContainerRestore,
 };
+
+/// Boots a guest with the vsock agent channel, `mem_mib` of memory and
+/// `vcpus` (the default if none), and connects to its agent.
+pub fn boot(
+    sandbox: &Sandbox,
+    name: &str,
+    mem_mib: u32,
+    vcpus: Option<u8>,
+) -> (Box<dyn Vm>, AgentConnection) {
+    let guest = GuestImage::get();
+    let mut config = guest.config(&unique_name(name), AgentChannel::Vsock);
+    config.mem_mib = mem_mib;
+    if let Some(vcpus) = vcpus {
+        config.vcpus = vcpus;
+    }
+    let vm = sandbox.boot(&config);
+    let agent = vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .expect("connecting to the agent");
+    (vm, agent)
+}
 
 /// Checkpoints container `id` of `vm` (killing it, or with
 /// `leave_running` not), streamed on a new connection; the report and the

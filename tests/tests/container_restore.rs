@@ -10,24 +10,11 @@ use std::time::{Duration, Instant};
 
 use crvmm_cr_image::container::{ContainerWriter, Manifest, ProcessEntry};
 use crvmm_engine::agent::AgentConnection;
-use crvmm_engine::{AgentChannel, Vm};
 use crvmm_protocol::{BasicSpec, ClientError, ContainerStatus, ExecRequest};
-use crvmm_tests::ct::{checkpoint_streamed, restore};
-use crvmm_tests::{unique_name, GuestImage, Sandbox};
+use crvmm_tests::ct::{boot, checkpoint_streamed, restore};
+use crvmm_tests::Sandbox;
 
 const COUNTER: &str = "/usr/lib/crvmm/programs/counter";
-
-fn boot(sandbox: &Sandbox, name: &str) -> (Box<dyn Vm>, AgentConnection) {
-    let guest = GuestImage::get();
-    let mut config = guest.config(&unique_name(name), AgentChannel::Vsock);
-    config.mem_mib = 384;
-    let vm = sandbox.boot(&config);
-    let agent = vm
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    (vm, agent)
-}
 
 fn guest_sh(agent: &mut AgentConnection, script: &str) -> String {
     let out = agent.exec(ExecRequest::new(["sh", "-c", script])).unwrap();
@@ -141,7 +128,7 @@ fn assert_restored(agent: &mut AgentConnection, id: &str, at: u64) {
 #[test]
 fn restores_in_the_same_vm_and_in_another() {
     let sandbox = Sandbox::new();
-    let (_vm_a, mut a) = boot(&sandbox, "restore-a");
+    let (_vm_a, mut a) = boot(&sandbox, "restore-a", 384, None);
     let (image, at) = checkpoint_by_hand(&mut a, "orig");
 
     // Same VM, new name.
@@ -150,7 +137,7 @@ fn restores_in_the_same_vm_and_in_another() {
     assert_restored(&mut a, "copy", at);
 
     // Another VM, same name: a migration.
-    let (_vm_b, mut b) = boot(&sandbox, "restore-b");
+    let (_vm_b, mut b) = boot(&sandbox, "restore-b", 384, None);
     restore(&mut b, "orig", &image).unwrap();
     assert_restored(&mut b, "orig", at);
     for (agent, id) in [(&mut a, "copy"), (&mut b, "orig")] {
@@ -164,7 +151,7 @@ fn restores_in_the_same_vm_and_in_another() {
 #[test]
 fn bad_images_fail_cleanly_and_leave_nothing() {
     let sandbox = Sandbox::new();
-    let (_vm, mut a) = boot(&sandbox, "restore-bad");
+    let (_vm, mut a) = boot(&sandbox, "restore-bad", 384, None);
     let (image, _) = checkpoint_by_hand(&mut a, "src");
     let leftovers = |agent: &mut AgentConnection| {
         let list = agent.container_list().unwrap();
@@ -250,7 +237,7 @@ fn kernel_image_of(image: &[u8]) -> Vec<u8> {
 #[test]
 fn restores_a_process_tree_with_its_pids() {
     let sandbox = Sandbox::new();
-    let (_vm, mut a) = boot(&sandbox, "restore-tree");
+    let (_vm, mut a) = boot(&sandbox, "restore-tree", 384, None);
     let script = format!("{COUNTER} 1 /tmp/child & exec {COUNTER} 2 /tmp/state");
     let mut spec = BasicSpec::new(["sh", "-c", &script]);
     spec.hostname = Some("box".into());
@@ -340,7 +327,7 @@ fn restores_a_process_tree_with_its_pids() {
 #[test]
 fn sessions_and_process_groups_survive() {
     let sandbox = Sandbox::new();
-    let (_vm, mut a) = boot(&sandbox, "restore-sessions");
+    let (_vm, mut a) = boot(&sandbox, "restore-sessions", 384, None);
     let script = format!("setsid {COUNTER} 1 /tmp/b & exec {COUNTER} 2 /tmp/state");
     let spec = BasicSpec::new(["sh", "-c", &script]).to_json();
     let info = a.container_create("sess", spec, true).unwrap();

@@ -9,28 +9,14 @@
 use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
-use crvmm_engine::{AgentChannel, Vm};
 use crvmm_protocol::{BasicSpec, ExecRequest};
-use crvmm_tests::ct::{checkpoint_streamed, restore};
-use crvmm_tests::{unique_name, GuestImage, Sandbox};
+use crvmm_tests::ct::{boot, checkpoint_streamed, restore};
+use crvmm_tests::Sandbox;
 
 /// The container's programs: `cr_threads` (8 threads) as a child of
 /// `cr_signals` (two threads), which is its pid 1.
 const SCRIPT: &str =
     "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig";
-
-fn boot(sandbox: &Sandbox, name: &str) -> (Box<dyn Vm>, AgentConnection) {
-    let guest = GuestImage::get();
-    let mut config = guest.config(&unique_name(name), AgentChannel::Vsock);
-    config.mem_mib = 384;
-    config.vcpus = 2;
-    let vm = sandbox.boot(&config);
-    let agent = vm
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    (vm, agent)
-}
 
 /// Reads `/tmp/<file>` of the container whose init is guest pid `init`.
 fn container_file(agent: &mut AgentConnection, init: u32, file: &str) -> Option<String> {
@@ -118,7 +104,7 @@ const IDS: &str = "for p in 1 $(pidof cr_threads); do echo $p: $(ls /proc/$p/tas
 #[test]
 fn threads_signals_and_timers_survive_container_migration() {
     let sandbox = Sandbox::new();
-    let (vm_a, mut a) = boot(&sandbox, "state-a");
+    let (vm_a, mut a) = boot(&sandbox, "state-a", 384, Some(2));
     let spec = BasicSpec::new(["sh", "-c", SCRIPT]).to_json();
     let info = a.container_create("suite", spec, true).unwrap();
     wait_counting(&mut a, info.pid, [3, 3]);
@@ -145,7 +131,7 @@ fn threads_signals_and_timers_survive_container_migration() {
     // Same VM, new name; then a second VM.
     restore_as(&mut a, "again");
     assert_restored(&mut a, "again", at, &ids);
-    let (vm_b, mut b) = boot(&sandbox, "state-b");
+    let (vm_b, mut b) = boot(&sandbox, "state-b", 384, Some(2));
     restore_as(&mut b, "suite");
     assert_restored(&mut b, "suite", at, &ids);
 
@@ -175,7 +161,7 @@ fn zombies(agent: &mut AgentConnection, id: &str) -> String {
 #[test]
 fn zombies_keep_their_pids_parents_and_exit_status() {
     let sandbox = Sandbox::new();
-    let (vm_a, mut a) = boot(&sandbox, "zombie-a");
+    let (vm_a, mut a) = boot(&sandbox, "zombie-a", 384, Some(2));
     // Three children of the init that it never reaps: one exited with 7,
     // one killed by SIGTERM, one that led its own session and exited 3.
     // (They end after the shell has become the counter: the shell would
@@ -216,7 +202,7 @@ fn zombies_keep_their_pids_parents_and_exit_status() {
     };
     restore_as(&mut a, "z2");
     assert_eq!(zombies(&mut a, "z2"), before, "same VM");
-    let (vm_b, mut b) = boot(&sandbox, "zombie-b");
+    let (vm_b, mut b) = boot(&sandbox, "zombie-b", 384, Some(2));
     restore_as(&mut b, "z");
     assert_eq!(zombies(&mut b, "z"), before, "second VM");
     a.container_delete("z2", true).unwrap();
@@ -232,7 +218,7 @@ fn zombies_keep_their_pids_parents_and_exit_status() {
 #[test]
 fn a_busybox_shell_loop_counts_on_in_another_vm() {
     let sandbox = Sandbox::new();
-    let (vm_a, mut a) = boot(&sandbox, "shell-a");
+    let (vm_a, mut a) = boot(&sandbox, "shell-a", 384, Some(2));
     let script = "i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 0.2; done";
     let spec = BasicSpec::new(["sh", "-c", script]).to_json();
     let info = a.container_create("loop", spec, true).unwrap();
@@ -249,7 +235,7 @@ fn a_busybox_shell_loop_counts_on_in_another_vm() {
     let (_, image) = checkpoint_streamed(vm_a.as_ref(), "loop", false);
     a.container_delete("loop", true).unwrap();
 
-    let (vm_b, mut b) = boot(&sandbox, "shell-b");
+    let (vm_b, mut b) = boot(&sandbox, "shell-b", 384, Some(2));
     let restored = restore(&mut b, "loop", &image).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
