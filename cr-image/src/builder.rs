@@ -126,6 +126,24 @@ impl FileSpec {
         Self::new(fd, FILE_INHERIT, 0, "")
     }
 
+    /// An end of a pipe (no `fifo`) or of the FIFO at `fifo`, open with
+    /// `flags`, of inode `ino`, holding `bytes`.
+    pub fn pipe(fd: i32, flags: u32, ino: u64, bytes: u64, fifo: Option<&str>) -> Self {
+        let mut f = Self::new(fd, FILE_PIPE, flags, fifo.unwrap_or_default());
+        f.file.rdev = ino;
+        f.file.size = bytes;
+        f
+    }
+
+    /// An unnamed unix socket of `sock_type`, inode `ino`, peer `peer`.
+    pub fn unix(fd: i32, sock_type: u32, ino: u64, peer: u64) -> Self {
+        let mut f = Self::new(fd, FILE_UNIX, O_RDWR, "");
+        f.file.sock_type = sock_type;
+        f.file.rdev = ino;
+        f.file.size = peer;
+        f
+    }
+
     /// Sets `CR_FD_CLOEXEC`.
     pub fn cloexec(mut self) -> Self {
         self.file.fd_flags |= FD_CLOEXEC;

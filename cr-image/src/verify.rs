@@ -14,8 +14,9 @@ use serde::Serialize;
 use crate::checks::{self, linux, Ctx, FileCheck, VdsoArea};
 use crate::format::{
     c_str, File, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS,
-    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_INHERIT, FILE_REG, MAX_PENDING,
-    O_ACCMODE, O_RDONLY, O_WRONLY, PAGES_PER_CHUNK, PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
+    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_INHERIT, FILE_PIPE, FILE_REG,
+    FILE_UNIX, MAX_PENDING, O_ACCMODE, O_RDONLY, O_WRONLY, PAGES_PER_CHUNK, PAGE_SIZE,
+    RESTART_NONE, VMA_FILE, VMA_PAGES,
 };
 use crate::parser::{PagesSummary, Record};
 use crate::reader::Head;
@@ -582,6 +583,40 @@ impl Verifier {
             self.notes.push(format!(
                 "fd {fd} is inherited (CR_CHECKPOINT_INHERIT_STDIO): the caller of restart \
                  must have its fd {fd} open"
+            ));
+            return;
+        }
+        if f.kind == FILE_UNIX {
+            let kind = match f.sock_type {
+                1 => "stream",
+                2 => "datagram",
+                _ => "seqpacket",
+            };
+            let peer = match f.size {
+                0 => "whose peer is gone".to_owned(),
+                peer => format!("peer of inode {peer}"),
+            };
+            self.notes.push(format!(
+                "fd {fd} is a unix {kind} socket (inode {}, {peer}): the caller of restart must \
+                 put it at fd {fd}",
+                f.rdev
+            ));
+            return;
+        }
+        if f.kind == FILE_PIPE {
+            let end = match f.flags & O_ACCMODE {
+                O_RDONLY => "the read end",
+                O_WRONLY => "the write end",
+                _ => "a read-write end",
+            };
+            let of = match path {
+                Some(path) => format!("the FIFO {path}"),
+                None => "a pipe".to_owned(),
+            };
+            self.notes.push(format!(
+                "fd {fd} is {end} of {of} (inode {}, {} bytes buffered at checkpoint): the \
+                 caller of restart must put it at fd {fd}",
+                f.rdev, f.size
             ));
             return;
         }

@@ -1,7 +1,7 @@
 /*
  * cr_files: a process with known open files, for checkpoint/restart tests.
  *
- *   cr_files <dir> [pipe|fifo|socket|inet|eventfd|epoll|shm|deleted]
+ *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|deleted]
  *
  * Works in <dir> (its working directory) and keeps open:
  *   3  <dir>/data, read-write, at offset 4321 (the file is 10000 bytes)
@@ -10,9 +10,12 @@
  *   6  <dir> itself (a directory)
  *   7  /dev/null, write-only
  *   8  /dev/zero, read-only, close-on-exec
- * With a mode it also opens one thing checkpoint must refuse: a pipe, a
- * FIFO, a socketpair, a TCP socket, an eventfd, an epoll instance, a
- * SysV shared memory segment (attached); or, with "deleted", keeps
+ * With a mode it also opens, at fd 9, one thing checkpoint must refuse (a
+ * packet-mode pipe, a unix socket bound to <dir>/sock, a TCP socket, an
+ * eventfd, an epoll instance; or attaches a SysV shared memory segment) or
+ * that restart needs its caller to provide (a pipe or a socketpair, at 9
+ * and 10; a FIFO); or, with
+ * "deleted", keeps
  *   9  <dir>/gone, read-write at offset 1234, 5000 bytes, deleted
  * which checkpoint saves with its content.
  *
@@ -38,6 +41,7 @@
 #include <sys/prctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -161,7 +165,7 @@ int main(int argc, char **argv)
 	int fd, sv[2];
 
 	if (argc < 2 || argc > 3 || argv[1][0] != '/') {
-		fprintf(stderr, "usage: %s <absolute dir> [pipe|fifo|socket|inet|eventfd|epoll|shm|deleted]\n",
+		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|deleted]\n",
 			argv[0]);
 		return 2;
 	}
@@ -200,8 +204,16 @@ int main(int argc, char **argv)
 
 		if (!strcmp(argv[2], "pipe")) {
 			ok = pipe(sv) == 0;
+		} else if (!strcmp(argv[2], "packetpipe")) {
+			ok = pipe2(sv, O_DIRECT) == 0;
 		} else if (!strcmp(argv[2], "socket")) {
 			ok = socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0;
+		} else if (!strcmp(argv[2], "boundsocket")) {
+			struct sockaddr_un sun = { .sun_family = AF_UNIX };
+			int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+
+			snprintf(sun.sun_path, sizeof(sun.sun_path), "%.90s/sock", lab_dir);
+			ok = s >= 0 && bind(s, (struct sockaddr *)&sun, sizeof(sun)) == 0;
 		} else if (!strcmp(argv[2], "fifo")) {
 			snprintf(path, sizeof(path), "%s/fifo", lab_dir);
 			ok = mkfifo(path, 0644) == 0 && open(path, O_RDWR) >= 0;

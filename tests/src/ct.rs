@@ -2,13 +2,14 @@
 //! container tests do them: a checkpoint streamed to the host on a
 //! connection of its own, a restore of the bytes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{unique_name, GuestImage, Sandbox};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_engine::{AgentChannel, Vm};
 use crvmm_protocol::{
     CheckpointReport, ClientError, ContainerCheckpoint, ContainerInfo, ContainerRestore,
+    ExecRequest,
 };
 
 /// Boots a guest with the vsock agent channel, `mem_mib` of memory and
@@ -69,4 +70,37 @@ pub fn restore(
         guest_file: None,
     };
     agent.container_restore(request, &mut &image[..], &mut |_| {})
+}
+
+/// Reads `/tmp/<file>` of the container whose init is guest pid `init`,
+/// trimmed; none if it cannot be read.
+pub fn container_file(agent: &mut AgentConnection, init: u32, file: &str) -> Option<String> {
+    let bytes = agent
+        .read_file(&format!("/proc/{init}/root/tmp/{file}"))
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).trim().to_owned())
+}
+
+/// Runs `sh -c script` in container `id`, which must succeed; its output.
+pub fn container_sh(agent: &mut AgentConnection, id: &str, script: &str) -> String {
+    let out = agent
+        .container_exec(id, ExecRequest::new(["sh", "-c", script]))
+        .unwrap();
+    assert!(out.status.success(), "{id}: `{script}`: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits up to two minutes for `/tmp/<dir>/verdict` of the container
+/// whose init is guest pid `init` to be written; the verdict.
+pub fn wait_verdict(agent: &mut AgentConnection, init: u32, dir: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = container_file(agent, init, &format!("{dir}/verdict")) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "no verdict in /tmp/{dir}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

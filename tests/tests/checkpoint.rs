@@ -137,8 +137,9 @@ fn threads_signals_and_timers_survive_restart() {
 
 /// Open files: regular files with their offsets and flags, a directory,
 /// character devices, close-on-exec, the working directory; a file changed
-/// or gone since the checkpoint fails restart with its name; pipes,
-/// sockets, eventfds and deleted files are refused with the fd.
+/// or gone since the checkpoint fails restart with its name; pipe ends and
+/// socketpairs are left to the caller of restart, and checked; bound and
+/// TCP sockets, eventfds and packet-mode pipes are refused with the fd.
 #[test]
 fn open_files_survive_restart_and_changed_files_are_refused() {
     let sandbox = Sandbox::new();
@@ -179,9 +180,14 @@ fn open_files_survive_restart_and_changed_files_are_refused() {
     lab.kill_target(dir);
 
     for (mode, what) in [
-        ("pipe", "resource fd 9 (pipe:["),
-        ("fifo", "resource fd 9 (/tmp/f-fifo/fifo): a pipe or FIFO"),
-        ("socket", "resource fd 9 (socket:["),
+        (
+            "packetpipe",
+            "resource fd 10: a packet-mode pipe (O_DIRECT), not supported",
+        ),
+        (
+            "boundsocket",
+            "resource fd 9: a unix socket with a name (bound, listening or accepted), not supported",
+        ),
         ("inet", "resource fd 9 (socket:["),
         (
             "eventfd",
@@ -210,6 +216,61 @@ fn open_files_survive_restart_and_changed_files_are_refused() {
         };
         assert!(verdict.starts_with(want), "{mode}: {verdict}");
         lab.kill_target(&dir);
+    }
+
+    // Pipe and FIFO ends and socketpairs are saved for the caller of
+    // restart to provide (the agent does, for a container): without one,
+    // with another file, or with another FIFO, restart fails naming the
+    // fd; with the FIFO it goes on with it.
+    lab.sh_ok("mkfifo /tmp/other.fifo");
+    for (mode, give, errno, what) in [
+        (
+            "pipe",
+            "",
+            libc::EBADF,
+            "fd 9: a pipe end was to be provided by the caller, which has no fd 9",
+        ),
+        (
+            "pipe",
+            "9</dev/null",
+            libc::EBADF,
+            "fd 9: the caller's fd 9 is not a pipe",
+        ),
+        (
+            "fifo",
+            "9<>/tmp/other.fifo",
+            libc::ESTALE,
+            "fd 9: the caller's fd 9 is not the FIFO /tmp/f-fifo/fifo",
+        ),
+        (
+            "socket",
+            "",
+            libc::EBADF,
+            "fd 9: a socket was to be provided by the caller, which has no fd 9",
+        ),
+        (
+            "socket",
+            "9</dev/null",
+            libc::EBADF,
+            "fd 9: the caller's fd 9 is not a unix socket",
+        ),
+    ] {
+        let dir = format!("/tmp/f-{mode}");
+        let pid = lab.start_program("cr_files", &format!("{dir} {mode}"), &dir, mode);
+        let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/{mode} /tmp/p.img"));
+        assert!(out.status.success(), "{mode}: cr_dump: {out:?}");
+        lab.kill_target(&dir);
+        let out = lab.sh(&format!("$P/cr_restart /tmp/p.img {give}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(printed_errno(&out), Some(errno), "{mode} {give}: {err}");
+        assert!(err.contains(what), "{mode} {give}: {err}");
+        if mode == "fifo" {
+            lab.sh_ok("$P/cr_restart /tmp/p.img 9<>/tmp/f-fifo/fifo </dev/null >/dev/null 2>&1 &");
+            let new = lab.wait_restarted(&dir, pid);
+            let link = lab.sh_ok(&format!("readlink /proc/{new}/fd/9"));
+            assert_eq!(link.trim(), "/tmp/f-fifo/fifo");
+            lab.kill_target(&dir);
+        }
     }
 
     // A file deleted while open comes back with its content, unnamed.
@@ -435,9 +496,9 @@ fn damaged_images_are_refused_with_their_errno() {
         ),
         (
             "version",
-            "1 0 8 4 3",
+            "1 0 8 4 4",
             Errno(libc::EPROTONOSUPPORT),
-            "format version 3",
+            "format version 4",
         ),
         (
             "arch",

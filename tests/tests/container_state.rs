@@ -10,21 +10,15 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ExecRequest};
-use crvmm_tests::ct::{boot, checkpoint_streamed, restore};
+use crvmm_tests::ct::{
+    boot, checkpoint_streamed, container_file, container_sh as exec, restore, wait_verdict,
+};
 use crvmm_tests::Sandbox;
 
 /// The container's programs: `cr_threads` (8 threads) as a child of
 /// `cr_signals` (two threads), which is its pid 1.
 const SCRIPT: &str =
     "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig";
-
-/// Reads `/tmp/<file>` of the container whose init is guest pid `init`.
-fn container_file(agent: &mut AgentConnection, init: u32, file: &str) -> Option<String> {
-    let bytes = agent
-        .read_file(&format!("/proc/{init}/root/tmp/{file}"))
-        .ok()?;
-    Some(String::from_utf8_lossy(&bytes).trim().to_owned())
-}
 
 fn count(agent: &mut AgentConnection, init: u32, dir: &str) -> Option<u64> {
     container_file(agent, init, &format!("{dir}/state"))?
@@ -57,14 +51,6 @@ fn wait_counting(agent: &mut AgentConnection, init: u32, above: [u64; 2]) -> [u6
     }
 }
 
-fn exec(agent: &mut AgentConnection, id: &str, script: &str) -> String {
-    let out = agent
-        .container_exec(id, ExecRequest::new(["sh", "-c", script]))
-        .unwrap();
-    assert!(out.status.success(), "{id}: `{script}`: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Both programs count on from the checkpoint, keep their pids and thread
 /// ids, and pass their own checks.
 fn assert_restored(agent: &mut AgentConnection, id: &str, at: [u64; 2], ids: &str) {
@@ -80,17 +66,8 @@ fn assert_restored(agent: &mut AgentConnection, id: &str, at: [u64; 2], ids: &st
         id,
         "rm -f /tmp/thr/verdict /tmp/sig/verdict; kill -USR1 1 $(pidof cr_threads)",
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
     for dir in ["thr", "sig"] {
-        let verdict = loop {
-            if let Some(v) = container_file(agent, init, &format!("{dir}/verdict")) {
-                if !v.is_empty() {
-                    break v;
-                }
-            }
-            assert!(Instant::now() < deadline, "{id}: no verdict from {dir}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let verdict = wait_verdict(agent, init, dir);
         assert!(verdict.starts_with("PASS"), "{id} {dir}: {verdict}");
     }
 }

@@ -41,7 +41,10 @@ fn main() -> std::io::Result<()> {
 /// Container images that wrap the kernel image seeds: one process each, and
 /// one with a three-process tree.
 fn container_seeds(kernel: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
-    use crvmm_cr_image::container::{ContainerWriter, Manifest, ProcessEntry};
+    use crvmm_cr_image::container::{
+        ContainerWriter, Manifest, PipeEnd, PipeEntry, ProcessEntry, SocketEnd, SocketPairEntry,
+        SocketSide,
+    };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/container");
     std::fs::create_dir_all(&dir)?;
     let entry = |index: u32, pid: i32, ppid: i32| ProcessEntry {
@@ -58,13 +61,42 @@ fn container_seeds(kernel: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
         images.push((name, vec![entry(0, 1, 0)], vec![bytes.clone()]));
     }
     for (name, processes, data) in images {
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             id: "seed".into(),
             spec: serde_json::json!({"ociVersion": "1.0.2"}),
             processes: processes.clone(),
             ..Default::default()
         };
+        // The tree shares a pipe (5 bytes held) and a datagram socketpair
+        // (two messages queued on side 0).
+        let mut queues: Vec<&[u8]> = Vec::new();
+        if name == "tree" {
+            manifest.pipes = vec![PipeEntry {
+                id: 1,
+                fifo: None,
+                size: 65536,
+                buffered: 5,
+                ends: vec![
+                    PipeEnd { pid: 1, fd: 3, access: 0 },
+                    PipeEnd { pid: 2, fd: 4, access: 1 },
+                ],
+            }];
+            let side = |pid, fd, queued, messages| SocketSide {
+                id: 2,
+                ends: vec![SocketEnd { pid, fd }],
+                queued,
+                messages,
+            };
+            manifest.socketpairs = vec![SocketPairEntry {
+                kind: 2,
+                sides: [side(2, 5, 6, vec![2, 4]), side(3, 6, 0, vec![])],
+            }];
+            queues = vec![&b"hello"[..], b"hither", b""];
+        }
         let mut w = ContainerWriter::new(Vec::new(), &manifest)?;
+        for (i, q) in queues.iter().enumerate() {
+            w.queue(i as u32, q)?;
+        }
         for (p, bytes) in processes.iter().zip(&data) {
             w.begin_process(p.pid)?;
             w.data(bytes)?;

@@ -98,6 +98,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     files.add_file(FileSpec::dir(4, 0, "/srv"));
     files.add_file(FileSpec::chr(5, O_RDWR, 0x103, "/dev/null"));
     files.add_file(FileSpec::reg(9, O_RDONLY, 0, 4096, "/etc/passwd"));
+    files.add_file(FileSpec::pipe(10, O_RDONLY, 4242, 100, None));
+    files.add_file(FileSpec::pipe(11, O_RDWR, 77, 0, Some("/tmp/fifo")));
+    files.add_file(FileSpec::unix(12, 2, 900, 901));
     let mut failed = one_page.clone();
     failed.failure = Some(Failure {
         after: 15,

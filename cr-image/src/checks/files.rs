@@ -8,8 +8,8 @@ use std::mem::{offset_of, size_of};
 use super::Ctx;
 use crate::format::{
     c_str, named, File, Files, Named, Wire, FD_CLOEXEC, FILE_CHR, FILE_DELETED, FILE_DIR,
-    FILE_FLAGS_MASK, FILE_INHERIT, FILE_REG, MAX_DELETED, MAX_FD, MAX_FILES, MAX_PATH, O_ACCMODE,
-    O_RDONLY,
+    FILE_FLAGS_MASK, FILE_INHERIT, FILE_PIPE, FILE_REG, FILE_UNIX, MAX_DELETED, MAX_FD, MAX_FILES,
+    MAX_PATH, O_ACCMODE, O_DIRECT, O_RDONLY, O_RDWR,
 };
 use crate::ImageError;
 
@@ -68,17 +68,15 @@ pub(crate) fn file(
     let size = named!(File, f.size);
     let rdev = named!(File, f.rdev);
     let path_len = named!(File, f.path_len);
-    if f.pad != 0 {
-        return Err(bad(named!(File, f.pad), "must be zero"));
+    let sock_type = named!(File, f.sock_type);
+    if f.kind != FILE_UNIX && f.sock_type != 0 {
+        return Err(bad(sock_type, "must be zero but for a unix socket"));
     }
     if f.fd < 0 || f.fd as u32 >= MAX_FD {
         return Err(bad(fd, "not a descriptor (0 to CR_MAX_FD - 1, 1048575)"));
     }
-    if !(FILE_REG..=FILE_DELETED).contains(&f.kind) {
-        return Err(bad(
-            kind,
-            "not a file kind (CR_FILE_REG to CR_FILE_DELETED)",
-        ));
+    if !(FILE_REG..=FILE_UNIX).contains(&f.kind) {
+        return Err(bad(kind, "not a file kind (CR_FILE_REG to CR_FILE_UNIX)"));
     }
     if f.flags & !FILE_FLAGS_MASK != 0 {
         return Err(bad(
@@ -116,6 +114,33 @@ pub(crate) fn file(
                            CR_CHECKPOINT_INHERIT_STDIO";
             return Err(bad(kind, problem));
         }
+    } else if f.kind == FILE_UNIX {
+        // An unnamed socket, open read-write, of a type unix sockets have.
+        zero(&[path_len, pos], "a unix socket")?;
+        if ![1, 2, 5].contains(&f.sock_type) {
+            return Err(bad(
+                sock_type,
+                "not SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET",
+            ));
+        }
+        if f.flags & O_ACCMODE != O_RDWR || f.flags & O_DIRECT != 0 {
+            return Err(bad(flags, "a socket is open O_RDWR, without O_DIRECT"));
+        }
+    } else if f.kind == FILE_PIPE {
+        // A pipe has no path, a FIFO one; only a FIFO is open O_RDWR.
+        if f.path_len != 0 && (f.path_len < 2 || f.path_len > MAX_PATH) {
+            return Err(bad(
+                path_len,
+                "a FIFO's path has 2 to CR_MAX_PATH (4096) bytes",
+            ));
+        }
+        zero(&[pos], "a pipe end")?;
+        if f.flags & O_DIRECT != 0 {
+            return Err(bad(flags, "a pipe end in packet mode (O_DIRECT)"));
+        }
+        if f.flags & O_ACCMODE == O_RDWR && f.path_len == 0 {
+            return Err(bad(flags, "only a FIFO is open O_RDWR"));
+        }
     } else if f.path_len < 2 || f.path_len > MAX_PATH {
         return Err(bad(path_len, "a path has 2 to CR_MAX_PATH (4096) bytes"));
     }
@@ -147,7 +172,7 @@ pub(crate) fn file(
     if u64::from(len) != expected {
         return Err(ctx.length_mismatch(path_len, len, expected));
     }
-    if f.kind == FILE_INHERIT {
+    if f.kind == FILE_INHERIT || f.kind == FILE_UNIX || (f.kind == FILE_PIPE && f.path_len == 0) {
         return Ok((f, None));
     }
     let end = size_of::<File>() + f.path_len as usize;

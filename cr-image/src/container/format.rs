@@ -1,4 +1,4 @@
-//! The container image format, version 1: constants, the manifest, and the
+//! The container image format, version 2: constants, the manifest, and the
 //! record header shared by the writer and the reader.
 //!
 //! A container image is a stream of records laid out like the kernel's
@@ -8,6 +8,8 @@
 //!
 //! ```text
 //! HEADER            magic, version, manifest (JSON)
+//! QUEUE *           index, the bytes a pipe or socket of the manifest
+//!                   held (v2)
 //! ( PROCESS         index, pid in the container
 //!   DATA *          the kernel's image of that process, in chunks
 //!   PROCESS_END ) * bytes and digest of that kernel image
@@ -29,8 +31,9 @@ use serde::{Deserialize, Serialize};
 pub const CT_MAGIC: u64 = u64::from_le_bytes(*b"CRVMMCTR");
 /// "CRVMMEND": first field of the trailer record.
 pub const CT_TRAILER_MAGIC: u64 = u64::from_le_bytes(*b"CRVMMEND");
-/// The format version this crate writes and reads.
-pub const CT_VERSION: u32 = 1;
+/// The format version this crate writes; it reads this one and version 1
+/// (which has no pipes).
+pub const CT_VERSION: u32 = 2;
 
 /// Record types.
 pub const CT_REC_HEADER: u32 = 0x100;
@@ -42,6 +45,8 @@ pub const CT_REC_DATA: u32 = 0x102;
 pub const CT_REC_PROCESS_END: u32 = 0x103;
 /// The checkpoint failed: errno and message.
 pub const CT_REC_ERROR: u32 = 0x104;
+/// The bytes one pipe or socket of the manifest held (version 2).
+pub const CT_REC_QUEUE: u32 = 0x105;
 /// The last record.
 pub const CT_REC_TRAILER: u32 = 0x1ff;
 
@@ -106,6 +111,14 @@ pub struct Manifest {
     /// back, in this VM or another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clocks: Option<Clocks>,
+    /// The pipes and FIFOs its processes share (see `pipes.rs`); their
+    /// bytes follow the header, one QUEUE record each, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipes: Vec<super::pipes::PipeEntry>,
+    /// The socketpairs they share (see `sockets.rs`); each one's two
+    /// receive queues follow the pipes', side 0 then side 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub socketpairs: Vec<super::sockets::SocketPairEntry>,
 }
 
 /// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME`, in nanoseconds.

@@ -5,12 +5,16 @@
 
 mod check;
 pub mod format;
+pub mod pipes;
 mod reader;
+pub mod sockets;
 mod writer;
 
 pub use check::{check_container, ChannelReader, ContainerCheck, ProcessCheck};
 pub use format::{hex, Clocks, Digest, Manifest, ProcessEntry, ZombieEntry};
+pub use pipes::{PipeEnd, PipeEntry};
 pub use reader::{ContainerError, ContainerReader, Event};
+pub use sockets::{SocketEnd, SocketPairEntry, SocketSide};
 pub use writer::{ContainerWriter, Written};
 
 /// True if `bytes` (the start of a stream) look like a container image.

@@ -12,6 +12,8 @@ use std::io::{self, Read};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::format::*;
+use super::pipes::{check_pipes, CT_MAX_PIPE_BYTES, QUEUE_FIXED};
+use super::sockets::{queue_count, queue_len};
 
 /// Why a container image was refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +25,7 @@ pub enum ContainerError {
     #[error("image ends early: {0}")]
     Truncated(&'static str),
     /// Not a container image, or another version.
-    #[error("not a crvmm container image version {CT_VERSION}: {0}")]
+    #[error("not a crvmm container image of version 1 to {CT_VERSION}: {0}")]
     NotContainer(String),
     /// A record breaks the format.
     #[error("record {index} at byte {offset}: {what}")]
@@ -50,6 +52,14 @@ pub enum ContainerError {
 pub enum Event<'a> {
     /// The header: the container's manifest.
     Header(Box<Manifest>),
+    /// The bytes queue `index` of the manifest held: its pipe `index`,
+    /// or a socket of its socketpairs after the pipes.
+    Queue {
+        /// Its position: pipes first, then two per socketpair.
+        index: u32,
+        /// Its bytes.
+        data: &'a [u8],
+    },
     /// The kernel image of process `index` (container pid `pid`) starts.
     Process {
         /// Its position.
@@ -95,6 +105,7 @@ pub struct ContainerReader<R: Read> {
     state: State,
     manifest: Option<Manifest>,
     next_index: u32,
+    next_pipe: u32,
     buf: Vec<u8>,
 }
 
@@ -109,6 +120,7 @@ impl<R: Read> ContainerReader<R> {
             state: State::Start,
             manifest: None,
             next_index: 0,
+            next_pipe: 0,
             buf: Vec::new(),
         }
     }
@@ -149,6 +161,7 @@ impl<R: Read> ContainerReader<R> {
             CT_REC_PROCESS_END => PROCESS_END_LEN,
             CT_REC_ERROR => ERROR_FIXED + CT_MAX_MESSAGE,
             CT_REC_TRAILER => TRAILER_LEN,
+            CT_REC_QUEUE => QUEUE_FIXED + CT_MAX_PIPE_BYTES,
             _ => return Err(bad(format!("unknown record type {kind:#x}"))),
         };
         if len > max {
@@ -167,6 +180,13 @@ impl<R: Read> ContainerReader<R> {
         self.records += 1;
         self.buf = payload;
         let p = &self.buf;
+        let queues = self.manifest.as_ref().map_or(0, queue_count);
+        if matches!(kind, CT_REC_PROCESS | CT_REC_TRAILER) && (self.next_pipe as usize) < queues {
+            return Err(bad(format!(
+                "the data of {} of {queues} pipes and sockets",
+                self.next_pipe
+            )));
+        }
         match (&mut self.state, kind) {
             (State::Start, CT_REC_HEADER) => {
                 let manifest = header(p).map_err(ContainerError::NotContainer)?;
@@ -174,6 +194,24 @@ impl<R: Read> ContainerReader<R> {
                 self.manifest = Some(manifest.clone());
                 self.state = State::Between;
                 Ok(Some(Event::Header(Box::new(manifest))))
+            }
+            (State::Between, CT_REC_QUEUE) if self.next_index == 0 => {
+                let i = self.next_pipe;
+                let want = self
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| queue_len(m, i as usize));
+                let fits = want.is_some_and(|n| p.len() == QUEUE_FIXED + n);
+                if p.len() < QUEUE_FIXED || le_u32(p, 0) != i || le_u32(p, 4) != 0 || !fits {
+                    return Err(bad(format!(
+                        "queue record {i}: not the manifest's queue {i}"
+                    )));
+                }
+                self.next_pipe += 1;
+                Ok(Some(Event::Queue {
+                    index: i,
+                    data: &self.buf[QUEUE_FIXED..],
+                }))
             }
             (State::Between, CT_REC_PROCESS) => {
                 let (i, pid) = exact(p, PROCESS_LEN)
@@ -325,7 +363,7 @@ fn header(p: &[u8]) -> Result<Manifest, String> {
     if p.len() < HEADER_FIXED || le_u64(p, 0) != CT_MAGIC {
         return Err("no container image magic".into());
     }
-    if le_u32(p, 8) != CT_VERSION {
+    if !(1..=CT_VERSION).contains(&le_u32(p, 8)) {
         return Err(format!("format version {}", le_u32(p, 8)));
     }
     let len = le_u32(p, 16) as usize;
@@ -357,6 +395,7 @@ fn check_manifest(m: Manifest) -> Result<Manifest, String> {
             return Err(format!("pid {} twice", p.pid));
         }
     }
+    check_pipes(&m)?;
     if m.processes[0].ppid != 0 {
         return Err("the first process is not the container's init".into());
     }

@@ -23,6 +23,8 @@ fn manifest(pids: &[(i32, i32)]) -> Manifest {
         leave_running: false,
         zombies: Vec::new(),
         clocks: None,
+        pipes: Vec::new(),
+        socketpairs: Vec::new(),
     }
 }
 
@@ -47,7 +49,7 @@ fn read_all(bytes: &[u8]) -> Result<(Manifest, Vec<Vec<u8>>), ContainerError> {
             Event::Header(m) => manifest = Some(*m),
             Event::Process { .. } => images.push(Vec::new()),
             Event::Data(d) => images.last_mut().unwrap().extend_from_slice(d),
-            Event::ProcessEnd { .. } | Event::End { .. } => {}
+            Event::Queue { .. } | Event::ProcessEnd { .. } | Event::End { .. } => {}
         }
     }
     Ok((manifest.unwrap(), images))
@@ -256,4 +258,185 @@ fn check_verifies_every_kernel_image() {
 
     let json = check_container(&bytes[..], &limits, true).unwrap();
     assert!(json.processes[0].kernel.as_ref().unwrap()["records"].is_array());
+}
+
+/// Processes 1 and 7 joined by a pipe holding 60 KiB (7 reads at fd 0, 1
+/// writes at fd 4) and a FIFO holding nothing (1 reads and writes at 5).
+fn with_pipes() -> (Manifest, Vec<Vec<u8>>) {
+    let mut m = manifest(&[(1, 0), (7, 1)]);
+    let end = |pid, fd, access| PipeEnd { pid, fd, access };
+    m.pipes = vec![
+        PipeEntry {
+            id: 4242,
+            fifo: None,
+            size: 65536,
+            buffered: 61440,
+            ends: vec![end(7, 0, 0), end(1, 4, 1)],
+        },
+        PipeEntry {
+            id: 77,
+            fifo: Some("/tmp/fifo".into()),
+            size: 4096,
+            buffered: 0,
+            ends: vec![end(1, 5, 2)],
+        },
+    ];
+    let data = vec![(0..61440).map(|i| (i % 253) as u8).collect(), Vec::new()];
+    (m, data)
+}
+
+fn pipe_image(m: &Manifest, data: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = ContainerWriter::new(Vec::new(), m).unwrap();
+    for (i, d) in data.iter().enumerate() {
+        w.queue(i as u32, d).unwrap();
+    }
+    for p in &m.processes {
+        w.begin_process(p.pid).unwrap();
+        w.data(b"kernel image").unwrap();
+        w.end_process().unwrap();
+    }
+    w.finish().unwrap().0
+}
+
+#[test]
+fn pipes_are_written_once_before_the_processes() {
+    let (m, data) = with_pipes();
+    let bytes = pipe_image(&m, &data);
+    let mut r = ContainerReader::new(&bytes[..]);
+    let mut got = Vec::new();
+    while let Some(ev) = r.next_event().unwrap() {
+        match ev {
+            Event::Queue { index, data } => got.push((index, data.to_vec())),
+            Event::Process { .. } => assert_eq!(got.len(), 2, "pipes come first"),
+            _ => {}
+        }
+    }
+    assert_eq!(r.manifest().unwrap().pipes, m.pipes);
+    assert_eq!(got, vec![(0, data[0].clone()), (1, Vec::new())]);
+    // A writer refuses pipe data once a process started.
+    let mut w = ContainerWriter::new(Vec::new(), &m).unwrap();
+    w.begin_process(1).unwrap();
+    assert!(w.queue(0, &data[0]).is_err());
+}
+
+#[test]
+fn pipe_records_must_match_the_manifest() {
+    let (m, data) = with_pipes();
+    // Missing: the second pipe's record.
+    let short = pipe_image(&m, &data[..1]);
+    let what = bad_what(ContainerReader::new(&short[..]).verify().unwrap_err());
+    assert!(
+        what.contains("the data of 1 of 2 pipes and sockets"),
+        "{what}"
+    );
+    // A pipe whose record holds other than its manifest's byte count.
+    let mut other = data.clone();
+    other[0].pop();
+    let bytes = pipe_image(&m, &other);
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(
+        what.contains("queue record 0: not the manifest's queue 0"),
+        "{what}"
+    );
+    // Damaged bytes are caught by the trailer's digest.
+    let mut bytes = pipe_image(&m, &data);
+    let at = bytes.len() / 3;
+    bytes[at] ^= 1;
+    assert!(ContainerReader::new(&bytes[..]).verify().is_err());
+}
+
+#[test]
+fn pipe_manifests_are_checked() {
+    type Change = fn(&mut Manifest);
+    let cases: [(Change, &str); 8] = [
+        (|m| m.pipes[0].ends[0].pid = 99, "pid 99 is no process"),
+        (|m| m.pipes[0].ends[0].access = 2, "access 2"),
+        (|m| m.pipes[0].ends[1].fd = -1, "fd -1"),
+        (
+            |m| {
+                let end = m.pipes[0].ends[0];
+                m.pipes[1].ends.push(end)
+            },
+            "taken twice",
+        ),
+        (|m| m.pipes[0].ends.clear(), "no process holds it"),
+        (|m| m.pipes[0].buffered = 65537, "bytes in a buffer"),
+        (|m| m.pipes[0].size = 0, "buffer size 0"),
+        (|m| m.pipes[1].fifo = Some("tmp/fifo".into()), "FIFO path"),
+    ];
+    for (change, expected) in cases {
+        let (mut m, data) = with_pipes();
+        change(&mut m);
+        let bytes = pipe_image(&m, &data);
+        let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+        assert!(what.contains(expected), "{what} (wanted {expected})");
+    }
+}
+
+/// `with_pipes` and a datagram socketpair: process 7 holds side 0 at fd 3
+/// (two messages queued for it), side 1 was closed.
+fn with_sockets() -> (Manifest, Vec<Vec<u8>>) {
+    let (mut m, mut data) = with_pipes();
+    m.socketpairs = vec![SocketPairEntry {
+        kind: sockets::SOCK_DGRAM,
+        sides: [
+            SocketSide {
+                id: 900,
+                ends: vec![SocketEnd { pid: 7, fd: 3 }],
+                queued: 8,
+                messages: vec![3, 5],
+            },
+            SocketSide::default(),
+        ],
+    }];
+    data.push(b"onetwo!!".to_vec());
+    data.push(Vec::new());
+    (m, data)
+}
+
+#[test]
+fn socket_queues_follow_the_pipes() {
+    let (m, data) = with_sockets();
+    let bytes = pipe_image(&m, &data);
+    let mut r = ContainerReader::new(&bytes[..]);
+    let mut got = Vec::new();
+    while let Some(ev) = r.next_event().unwrap() {
+        if let Event::Queue { index, data } = ev {
+            got.push((index, data.len()));
+        }
+    }
+    assert_eq!(got, [(0, 61440), (1, 0), (2, 8), (3, 0)]);
+    assert_eq!(r.manifest().unwrap().socketpairs, m.socketpairs);
+}
+
+#[test]
+fn socketpair_manifests_are_checked() {
+    type Change = fn(&mut Manifest);
+    let cases: [(Change, &str); 6] = [
+        (|m| m.socketpairs[0].kind = 3, "type 3"),
+        (
+            |m| m.socketpairs[0].sides[0].messages = vec![3, 4],
+            "2 messages of 7 bytes",
+        ),
+        (
+            |m| m.socketpairs[0].sides[0].ends.clear(),
+            "no process holds it",
+        ),
+        (|m| m.socketpairs[0].sides[1].queued = 1, "1 bytes queued"),
+        (
+            |m| m.socketpairs[0].sides[0].ends[0].fd = 0,
+            "pid 7 fd 0 is taken",
+        ),
+        (
+            |m| m.socketpairs[0].sides[0].ends[0].pid = 5,
+            "pid 5 is no process",
+        ),
+    ];
+    for (change, expected) in cases {
+        let (mut m, data) = with_sockets();
+        change(&mut m);
+        let bytes = pipe_image(&m, &data);
+        let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+        assert!(what.contains(expected), "{what} (wanted {expected})");
+    }
 }

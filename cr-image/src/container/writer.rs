@@ -57,6 +57,20 @@ impl<W: Write> ContainerWriter<W> {
         Ok(w)
     }
 
+    /// The bytes queue `index` of the manifest held (its pipes', then its
+    /// socketpairs' two sides each): every one, in order, before the first
+    /// process.
+    pub fn queue(&mut self, index: u32, bytes: &[u8]) -> io::Result<()> {
+        if self.next_index != 0 || self.process.is_some() {
+            return Err(io::Error::other("queued bytes after a process"));
+        }
+        let mut payload = Vec::with_capacity(super::pipes::QUEUE_FIXED + bytes.len());
+        payload.extend(index.to_le_bytes());
+        payload.extend(0u32.to_le_bytes());
+        payload.extend(bytes);
+        self.record(CT_REC_QUEUE, &payload)
+    }
+
     /// Starts the kernel image of the process with container pid `pid`;
     /// processes are numbered in the order they are begun.
     pub fn begin_process(&mut self, pid: i32) -> io::Result<u32> {

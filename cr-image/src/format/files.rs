@@ -11,7 +11,8 @@ use super::{Le, Wire};
 
 /// `CR_CHECKPOINT_INHERIT_STDIO`: descriptors 0, 1 and 2 are not saved
 /// but marked [`FILE_INHERIT`]: the process restarts with those of the
-/// caller of restart.
+/// caller of restart. Pipe ends among them are saved as [`FILE_PIPE`],
+/// which the caller may satisfy with a file of its choosing.
 pub const CHECKPOINT_INHERIT_STDIO: u32 = 0x1;
 /// `CR_FLAGS_MASK`: every checkpoint flag, the only header flags.
 pub const CHECKPOINT_FLAGS_MASK: u32 = CHECKPOINT_INHERIT_STDIO;
@@ -32,6 +33,15 @@ pub const FILE_INHERIT: u32 = 4;
 /// `CR_FILE_DELETED`: a regular file deleted while open; its `size` bytes
 /// of content follow the path it had.
 pub const FILE_DELETED: u32 = 5;
+/// `CR_FILE_PIPE`: an end of a pipe or FIFO, which the restart caller puts
+/// at its descriptor: `rdev` is the pipe's inode number (the same in every
+/// image of one checkpoint), `size` the bytes it held, the path a FIFO's
+/// (none for a pipe).
+pub const FILE_PIPE: u32 = 6;
+/// `CR_FILE_UNIX`: an unnamed AF_UNIX socket (a socketpair's), which the
+/// restart caller puts at its descriptor: `rdev` is its inode number,
+/// `size` its peer's (0: gone), `sock_type` its type; no path.
+pub const FILE_UNIX: u32 = 7;
 /// `CR_MAX_DELETED`: the largest deleted file saved.
 pub const MAX_DELETED: u64 = 32 << 20;
 
@@ -51,6 +61,8 @@ pub const O_RDWR: u32 = 0x2;
 pub const O_APPEND: u32 = 0x400;
 /// `O_NONBLOCK`.
 pub const O_NONBLOCK: u32 = 0x800;
+/// `O_DIRECT` (packet mode, for a pipe).
+pub const O_DIRECT: u32 = 0x4000;
 /// `CR_FD_CLOEXEC`: the descriptor is closed on `execve()`.
 pub const FD_CLOEXEC: u32 = 0x1;
 
@@ -62,6 +74,8 @@ pub fn file_kind_name(kind: u32) -> Option<&'static str> {
         FILE_CHR => "chr",
         FILE_INHERIT => "inherit",
         FILE_DELETED => "deleted",
+        FILE_PIPE => "pipe",
+        FILE_UNIX => "unix",
         _ => return None,
     })
 }
@@ -114,9 +128,14 @@ pub struct File {
     pub rdev: u64,
     /// Bytes of path that follow, with its NUL (0 for an inherited one).
     pub path_len: u32,
-    /// Zero.
-    #[serde(skip)]
-    pub pad: u32,
+    /// A socket's type (`SOCK_STREAM` 1, `SOCK_DGRAM` 2, `SOCK_SEQPACKET`
+    /// 5) for [`FILE_UNIX`]; zero for the other kinds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sock_type: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn kind_name<S: Serializer>(kind: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -142,7 +161,7 @@ impl Wire for File {
             size: r.u64(),
             rdev: r.u64(),
             path_len: r.u32(),
-            pad: r.u32(),
+            sock_type: r.u32(),
         }
     }
 
@@ -156,6 +175,6 @@ impl Wire for File {
         put(out, &self.size.to_le_bytes());
         put(out, &self.rdev.to_le_bytes());
         put(out, &self.path_len.to_le_bytes());
-        put(out, &self.pad.to_le_bytes());
+        put(out, &self.sock_type.to_le_bytes());
     }
 }

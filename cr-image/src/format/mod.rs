@@ -22,8 +22,9 @@ mod wire;
 
 pub use files::{
     file_kind_name, File, Files, CHECKPOINT_FLAGS_MASK, CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC,
-    FILE_CHR, FILE_DELETED, FILE_DIR, FILE_FLAGS_MASK, FILE_INHERIT, FILE_REG, MAX_DELETED, MAX_FD,
-    MAX_FILES, O_ACCMODE, O_APPEND, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY,
+    FILE_CHR, FILE_DELETED, FILE_DIR, FILE_FLAGS_MASK, FILE_INHERIT, FILE_PIPE, FILE_REG,
+    FILE_UNIX, MAX_DELETED, MAX_FD, MAX_FILES, O_ACCMODE, O_APPEND, O_DIRECT, O_NONBLOCK, O_RDONLY,
+    O_RDWR, O_WRONLY,
 };
 pub use header::{ErrorHeader, ImageHeader, Trailer};
 pub(crate) use helpers::hex;
@@ -47,7 +48,7 @@ pub const IMAGE_MAGIC: u64 = 0x474d_4952_4b43_5243;
 /// `CR_TRAILER_MAGIC`: "CRCKREND".
 pub const TRAILER_MAGIC: u64 = 0x444e_4552_4b43_5243;
 /// `CR_FORMAT_VERSION`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// `CR_ARCH_X86_64`.
 pub const ARCH_X86_64: u32 = 1;
 /// x86-64's page size, the only one an image can have.

@@ -156,7 +156,7 @@ fn inspect_shows_the_cwd_and_each_file() {
         for (key, value) in want.as_object().unwrap() {
             assert_eq!(&record[key], value, "{key} of {record}");
         }
-        assert!(record.get("pad").is_none() && record.get("fd_flags").is_none());
+        assert!(record.get("sock_type").is_none() && record.get("fd_flags").is_none());
     }
     assert_eq!(json["summary"]["files"], 7);
 }
@@ -272,12 +272,12 @@ fn files_record_fields() {
 fn file_record_fields() {
     type Change = fn(&mut File);
     let cases: [(Change, &str, usize); 11] = [
-        (|f| f.pad = 1, "pad", PAD),
+        (|f| f.sock_type = 1, "sock_type", PAD),
         (|f| f.fd = -1, "fd", FD),
         (|f| f.fd = i32::MIN, "fd", FD),
         (|f| f.fd = MAX_FD as i32, "fd", FD),
         (|f| f.kind = 0, "kind", KIND),
-        (|f| f.kind = 6, "kind", KIND),
+        (|f| f.kind = 8, "kind", KIND),
         (|f| f.kind = u32::MAX, "kind", KIND),
         (|f| f.flags |= O_CLOEXEC, "flags", FLAGS),
         (|f| f.flags |= O_CREAT, "flags", FLAGS),
@@ -698,4 +698,62 @@ fn deleted_files_carry_their_content() {
     dev.open_files[0].file.rdev = 1;
     let e = check(&dev.build().bytes).unwrap_err().to_string();
     assert!(e.contains("rdev") && e.contains("a deleted file"), "{e}");
+}
+
+#[test]
+fn pipe_ends_verify_and_are_noted() {
+    let mut b = ImageBuilder::new();
+    b.header.flags = 1; // CR_CHECKPOINT_INHERIT_STDIO
+                        // A pipeline's stdin, a pipe's write end and a FIFO open both ways.
+    b.add_file(FileSpec::pipe(0, O_RDONLY, 4242, 60 * 1024, None));
+    b.add_file(FileSpec::pipe(4, O_WRONLY | O_NONBLOCK, 4242, 60 * 1024, None).cloexec());
+    b.add_file(FileSpec::pipe(5, O_RDWR, 77, 0, Some("/tmp/fifo")));
+    b.add_file(FileSpec::unix(6, 2, 900, 901));
+    b.add_file(FileSpec::unix(7, 1, 902, 0));
+    let s = check(&b.build().bytes).unwrap();
+    let notes = s.notes.join("\n");
+    assert!(
+        notes.contains("fd 0 is the read end of a pipe (inode 4242, 61440 bytes"),
+        "{notes}"
+    );
+    assert!(notes.contains("fd 4 is the write end of a pipe"), "{notes}");
+    assert!(
+        notes.contains("fd 5 is a read-write end of the FIFO /tmp/fifo"),
+        "{notes}"
+    );
+}
+
+#[test]
+fn pipe_end_rules() {
+    type Change = fn(&mut File);
+    let anon = || FileSpec::pipe(3, O_RDONLY, 1, 0, None);
+    let cases: Vec<(FileSpec, Change, &str, usize)> = vec![
+        // A pipe has no position, no packet mode, and only a FIFO is O_RDWR.
+        (anon(), |f| f.pos = 1, "pos", POS),
+        (anon(), |f| f.flags = O_RDONLY | 0x4000, "flags", FLAGS),
+        (anon(), |f| f.flags = O_RDWR, "flags", FLAGS),
+    ];
+    for (spec, change, field, offset) in cases {
+        let mut b = one_file(spec);
+        change(&mut b.open_files[0].file);
+        let e = expect_field(&b, RecordType::File, 0, field, offset);
+        assert!(matches!(e, ImageError::Field { .. }), "{e}");
+    }
+    // A unix socket: one of three types, read-write, no path or position.
+    let sock = || FileSpec::unix(3, 1, 9, 10);
+    let cases: Vec<(FileSpec, Change, &str, usize)> = vec![
+        (sock(), |f| f.sock_type = 3, "sock_type", PAD),
+        (sock(), |f| f.flags = O_RDONLY, "flags", FLAGS),
+        (sock(), |f| f.pos = 5, "pos", POS),
+    ];
+    for (spec, change, field, offset) in cases {
+        let mut b = one_file(spec);
+        change(&mut b.open_files[0].file);
+        expect_field(&b, RecordType::File, 0, field, offset);
+    }
+    // A FIFO's path is 2 to 4096 bytes.
+    let mut b = one_file(FileSpec::pipe(3, O_RDWR, 1, 0, Some("/f")));
+    b.open_files[0].file.path_len = 1;
+    b.open_files[0].path.truncate(1);
+    expect_field(&b, RecordType::File, 0, "path_len", PATH_LEN);
 }

@@ -348,7 +348,7 @@ fn inspect_writes_every_record_and_the_summary() {
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["magic"], "0x474d49524b435243");
-    assert_eq!(header["version"], 2);
+    assert_eq!(header["version"], 3);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");
     assert_eq!(records[1]["nr_threads"], 1);

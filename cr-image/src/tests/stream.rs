@@ -17,8 +17,9 @@ fn bad_magic() {
 
 #[test]
 fn other_version() {
-    // Version 1 (no thread records) is no longer read, nor any other.
-    for version in [1, 3, 0] {
+    // Versions 1 (no thread records) and 2 (no pipes) are no longer read,
+    // nor any other.
+    for version in [1, 2, 4, 0] {
         let mut b = ImageBuilder::new();
         b.header.version = version;
         let e = built_error(&b);
@@ -27,7 +28,7 @@ fn other_version() {
             "{e}"
         );
         assert_eq!(e.at(), at(0, RecordType::Header, 16));
-        assert!(e.to_string().contains("this build reads version 2"), "{e}");
+        assert!(e.to_string().contains("this build reads version 3"), "{e}");
     }
 }
 

@@ -17,7 +17,11 @@
 //! process, and what the kernel said. A container is never left frozen.
 
 mod dump;
+mod fds;
+mod pipes;
 mod sink;
+mod sockets;
+mod unix_diag;
 mod watchdog;
 
 use std::io::{self, Read, Write};
@@ -340,9 +344,11 @@ pub fn checkpoint<S: Write>(
         thaw_after_failure(&container);
     };
     let (dumped, stalled) = watchdog::guard(STALL_LIMIT, &status, on_stall, || {
-        let manifest = manifest(&container, &request, kernel_format).map_err(|e| (e, None))?;
+        let (manifest, pipe_data) =
+            manifest(&container, &request, kernel_format).map_err(|e| (e, None))?;
         let sink = ImageSink::new(sink, request.zstd).map_err(|e| (DumpError::Header(e), None))?;
-        dump_image(sink, &manifest, &status).map(|(written, part)| (manifest, written, part))
+        dump_image(sink, &manifest, &pipe_data, &status)
+            .map(|(written, part)| (manifest, written, part))
     });
     if stalled {
         // Whatever came of it, the container ran on before it ended: the
@@ -457,18 +463,21 @@ fn check_runs(container: &Container, lifecycle: &Lifecycle) -> Result<(), Checkp
     Ok(())
 }
 
-/// What the image says about the frozen container.
+/// What the image says about the frozen container, and the bytes its
+/// pipes and sockets held.
 fn manifest(
     container: &Container,
     request: &ContainerCheckpoint,
     kernel_format: u32,
-) -> Result<Manifest, DumpError> {
+) -> Result<(Manifest, Vec<Vec<u8>>), DumpError> {
     let pids = container.processes().map_err(DumpError::List)?;
     let found = dump::inspect(&pids)?;
     let processes = dump::tree(container.init, &found.processes)?;
     let zombies = dump::zombies(&found, &processes);
     let config = &container.config;
-    Ok(Manifest {
+    let pipes = pipes::collect(&processes, &config.rootfs)?;
+    let sockets = sockets::collect(&processes, container.init)?;
+    let manifest = Manifest {
         id: container.id.clone(),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -491,7 +500,13 @@ fn manifest(
         // Frozen now: what the processes saw last. A clock that cannot be
         // read leaves the restored container on the guest's clocks.
         clocks: super::clocks::seen_by(container.init).ok(),
-    })
+        pipes: pipes.entries,
+        socketpairs: sockets.entries,
+    };
+    // In the order of the QUEUE records: the pipes', then the sockets'.
+    let mut queues = pipes.data;
+    queues.extend(sockets.queues);
+    Ok((manifest, queues))
 }
 
 /// The container's spec as it was given at create, else as parsed.
@@ -513,10 +528,16 @@ type Failed<'a, S> = (DumpError, Option<Box<Writer<'a, S>>>);
 fn dump_image<'a, S: Write>(
     sink: ImageSink<'a, S>,
     manifest: &Manifest,
+    pipe_data: &[Vec<u8>],
     status: &SinkStatus,
 ) -> Result<(Written, Option<PartFile>), Failed<'a, S>> {
     let mut writer =
         ContainerWriter::new(sink, manifest).map_err(|e| (DumpError::Header(e), None))?;
+    for (i, data) in pipe_data.iter().enumerate() {
+        if let Err(e) = writer.queue(i as u32, data) {
+            return Err((DumpError::Header(e), Some(Box::new(writer))));
+        }
+    }
     if let Err(e) = dump::dump_processes(&mut writer, manifest, status) {
         return Err((e, Some(Box::new(writer))));
     }

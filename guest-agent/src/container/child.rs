@@ -84,9 +84,10 @@ pub(super) enum Step {
     Restart,
     RestoreSession,
     RestoreClock,
+    RestorePipe,
 }
 
-pub(super) const STEPS: [Step; 27] = [
+pub(super) const STEPS: [Step; 28] = [
     Step::Ready,
     Step::Stdio,
     Step::WaitParent,
@@ -114,6 +115,7 @@ pub(super) const STEPS: [Step; 27] = [
     Step::Restart,
     Step::RestoreSession,
     Step::RestoreClock,
+    Step::RestorePipe,
 ];
 
 /// Descriptors the child uses, open in the parent.

@@ -230,6 +230,10 @@ fn spawn_with(
     let log = open(log, OpenOptions::new().append(true).create(true))?;
     let (go_read, go_write) = pipe()?;
     let (report_read, report_write) = pipe()?;
+    // A restorer's descriptors stay clear of the pipes it makes.
+    let floor = plan.as_ref().map_or(0, |plan| plan.pipes.floor());
+    let raise = |fd| super::restorer::above(fd, floor).map_err(CreateError::Pipe);
+    let (go_read, report_write) = (raise(go_read)?, raise(report_write)?);
     let mut prepared = Prepared::new(
         config,
         Fds {
@@ -469,6 +473,11 @@ fn describe(record: &Record, config: &Config) -> String {
         Step::RestoreSession => format!("giving process {i} its session and process group"),
         Step::RestoreClock => {
             "making a time namespace in which the image's clocks go on (timens_offsets)".into()
+        }
+        Step::RestorePipe => {
+            format!(
+                "making pipe or socketpair {i} of the image again (pipes first), with its bytes"
+            )
         }
     }
 }

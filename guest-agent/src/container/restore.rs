@@ -29,7 +29,7 @@ use crvmm_protocol::transfer::{read_incoming, Incoming};
 use crvmm_protocol::{AgentError, ContainerInfo, ContainerRestore, ErrorKind, Response};
 
 use super::cgroup::Cgroup;
-use super::restorer::{RestorePlan, RestoreProc, RestoreZombie};
+use super::restorer::{above, PipePlan, RestorePlan, RestoreProc, RestoreZombie};
 use super::spec::{self, Namespace};
 use super::{adopt, create, prepare, Container, ContainerError, Lifecycle, Registry};
 
@@ -156,7 +156,7 @@ pub fn restore(
     input: impl Read,
 ) -> Result<ContainerInfo, RestoreError> {
     let reservation = registry.reserve(id)?;
-    let (manifest, images) = load(input)?;
+    let (manifest, images, pipe_data) = load(input)?;
     check_kernel(&manifest)?;
     let (spec, config) = spec::parse(&manifest.spec).map_err(|source| ContainerError::Spec {
         id: id.to_owned(),
@@ -170,12 +170,15 @@ pub fn restore(
         let _ = std::fs::remove_dir_all(&state_dir);
     };
 
-    // One socket per process: the agent's end feeds its image.
+    // One socket per process: the agent's end feeds its image. The
+    // child's ends go above the pipes' slots.
+    let pipes = PipePlan::new(&manifest, pipe_data);
     let mut agent_ends = Vec::new();
     let mut child_ends = Vec::new();
     let mut procs = Vec::new();
     for p in &manifest.processes {
         let (ours, theirs) = UnixStream::pair().map_err(RestoreError::Memfd)?;
+        let theirs = above(theirs.into(), pipes.floor()).map_err(RestoreError::Memfd)?;
         procs.push(RestoreProc {
             pid: p.pid,
             ppid: p.ppid,
@@ -209,6 +212,7 @@ pub fn restore(
         zombies,
         clock_offsets,
         set_tid: config.has(Namespace::Pid),
+        pipes,
     };
     let spawned = match create::spawn_restorer(&config, &cgroup, &log_path, plan) {
         Ok(spawned) => spawned,
@@ -270,9 +274,13 @@ pub fn restore(
     Ok(container.info(&lifecycle))
 }
 
+/// The manifest, each process's kernel image (in a memfd) and the bytes
+/// of each pipe.
+type Loaded = (Manifest, Vec<File>, Vec<Vec<u8>>);
+
 /// Reads and checks the whole image; each process's kernel image goes to a
 /// memfd. A zstd-compressed image is recognised by its magic.
-fn load(input: impl Read) -> Result<(Manifest, Vec<File>), RestoreError> {
+fn load(input: impl Read) -> Result<Loaded, RestoreError> {
     let mut input = BufReader::with_capacity(1 << 16, input);
     let head = input
         .fill_buf()
@@ -286,8 +294,10 @@ fn load(input: impl Read) -> Result<(Manifest, Vec<File>), RestoreError> {
     };
     let mut reader = ContainerReader::new(reader);
     let mut images: Vec<File> = Vec::new();
+    let mut pipes = Vec::new();
     loop {
         match reader.next_event().map_err(RestoreError::Image)? {
+            Some(Event::Queue { data, .. }) => pipes.push(data.to_vec()),
             Some(Event::Process { index, .. }) => images.push(memfd(index)?),
             Some(Event::Data(bytes)) => {
                 let image = images.last_mut().expect("data comes inside a process");
@@ -304,7 +314,7 @@ fn load(input: impl Read) -> Result<(Manifest, Vec<File>), RestoreError> {
     for image in &mut images {
         image.rewind().map_err(RestoreError::Memfd)?;
     }
-    Ok((manifest, images))
+    Ok((manifest, images, pipes))
 }
 
 fn memfd(index: u32) -> Result<File, RestoreError> {

@@ -14,13 +14,17 @@
 //! taken with `CR_CHECKPOINT_INHERIT_STDIO`: restart keeps the caller's
 //! descriptors 0 to 2 (standard input `/dev/null`, output and error the new
 //! container's log), closes the others (the image socket, the report pipe)
-//! and opens the image's own files.
+//! and opens the image's own files. Pipes shared by the processes are
+//! made by the init first and handed out before restart (`pipes.rs`).
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
 
 use super::child::{report, Prepared, Step};
 use super::create::CloneArgs;
+
+mod pipes;
+pub(super) use pipes::{above, PipePlan};
 
 /// x86-64 system call number of restart(2) (`CR_NR_RESTART`).
 const NR_RESTART: libc::c_long = 464;
@@ -61,6 +65,8 @@ pub(super) struct RestorePlan {
     pub(super) clock_offsets: Option<CString>,
     /// Give each process its old pid (the container has a pid namespace).
     pub(super) set_tid: bool,
+    /// The pipes its processes share (see `restorer/pipes.rs`).
+    pub(super) pipes: PipePlan,
 }
 
 impl RestorePlan {
@@ -78,6 +84,7 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
     if let Some(offsets) = &plan.clock_offsets {
         enter_time_namespace(p, offsets);
     }
+    pipes::make_pipes(p, &plan.pipes);
     // SAFETY: runs in the single-threaded child; plain system calls on the
     // plan prepared before the clone, which lives until the process ends.
     unsafe {
@@ -112,6 +119,7 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
             }
             break;
         }
+        pipes::place_ends(p, &plan.pipes, me);
         for (i, other) in procs.iter().enumerate() {
             if i != me {
                 libc::close(other.fd);

@@ -128,6 +128,18 @@ pub enum DumpError {
         /// Its state, in words.
         what: &'static str,
     },
+    /// A pipe or FIFO that cannot be saved.
+    #[error("process {pid} ({comm}) fd {fd}: {what}: not supported")]
+    Pipe {
+        /// Its pid in the container.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// The descriptor.
+        fd: i32,
+        /// What the pipe is, in words.
+        what: String,
+    },
     /// Writing the image failed (a destination, or the writer itself).
     #[error("writing the image of process {pid} ({comm})")]
     Write {
@@ -150,7 +162,7 @@ impl DumpError {
         match self {
             DumpError::Kernel { errno, .. } => *errno as i32,
             DumpError::TooMany(_) => libc::E2BIG,
-            DumpError::Unsupported { .. } => libc::EOPNOTSUPP,
+            DumpError::Unsupported { .. } | DumpError::Pipe { .. } => libc::EOPNOTSUPP,
             DumpError::OutsideParent { .. } => libc::EBUSY,
             DumpError::Status(_) | DumpError::NoInit(_) => libc::ESRCH,
             DumpError::List(_) => libc::EIO,
@@ -164,7 +176,7 @@ impl DumpError {
 
     /// True when the kernel refused something it does not support.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, DumpError::Unsupported { .. })
+        matches!(self, DumpError::Unsupported { .. } | DumpError::Pipe { .. })
             || matches!(
                 self,
                 DumpError::Kernel { errno, .. }
