@@ -261,6 +261,9 @@ pub struct ImageBuilder {
     pub signals: SignalsHeader,
     /// The process-wide queued signals written after it.
     pub shared_pending: Vec<Siginfo>,
+    /// The POSIX timers written after those (`nr_timers` is written as it
+    /// is).
+    pub timers: Vec<PosixTimer>,
     /// The files record's fixed part (`nr_files` and `cwd_len` are
     /// written as they are).
     pub files: Files,
@@ -473,6 +476,7 @@ impl ImageBuilder {
             sighand: Sighand { action },
             signals: SignalsHeader::default(),
             shared_pending: Vec::new(),
+            timers: Vec::new(),
             files: Files {
                 nr_files: 0,
                 cwd_len: 2,
@@ -586,6 +590,14 @@ impl ImageBuilder {
         self
     }
 
+    /// Adds a POSIX timer after the others, counted in
+    /// `signals.nr_timers`.
+    pub fn add_timer(&mut self, t: PosixTimer) -> &mut Self {
+        self.timers.push(t);
+        self.signals.nr_timers = self.timers.len() as u32;
+        self
+    }
+
     /// Adds an open file after those of lower or equal fds, with
     /// `files.nr_files` to match.
     pub fn add_file(&mut self, file: FileSpec) -> &mut FileSpec {
@@ -670,6 +682,9 @@ impl ImageBuilder {
         self.signals.encode(&mut payload);
         for si in &self.shared_pending {
             si.encode(&mut payload);
+        }
+        for t in &self.timers {
+            t.encode(&mut payload);
         }
         w.record(RecordType::Signals, &payload);
 

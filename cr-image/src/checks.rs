@@ -20,6 +20,7 @@ use crate::{At, ImageError};
 
 mod files;
 mod thread;
+mod timers;
 
 pub(crate) use files::{file, files, FileCheck};
 pub(crate) use thread::{signals, thread};

@@ -248,6 +248,16 @@ pub enum ImageError {
         /// The index of the first thread record with it.
         first: u64,
     },
+    /// A POSIX timer signals a thread that is not one of the image's.
+    #[error("{at}: POSIX timer {id} signals thread {tid}, which is not a thread of the image")]
+    TimerThread {
+        /// The memory record, read once every thread is.
+        at: At,
+        /// The timer's id.
+        id: i32,
+        /// The thread it names.
+        tid: i32,
+    },
     /// Fewer or more file records than the files record announces.
     #[error("{at}: the files record announces {declared} file records, found {found}")]
     FileCount {
@@ -388,6 +398,7 @@ impl ImageError {
             | Self::BeyondUserSpace { at, .. }
             | Self::ThreadCount { at, .. }
             | Self::DuplicateTid { at, .. }
+            | Self::TimerThread { at, .. }
             | Self::FileCount { at, .. }
             | Self::FdOrder { at, .. }
             | Self::VmaOrder { at, .. }

@@ -6,8 +6,9 @@ use std::io::Read;
 use serde::Serialize;
 
 use crate::format::{
-    Creds, File, Files, ImageHeader, Mm, RecordType, Regs, Sighand, Siginfo, SignalsHeader, Task,
-    Thread, Trailer, Vma, XstateHeader, MAX_RECORD, PAGES_PER_CHUNK, PAGE_SIZE,
+    Creds, File, Files, ImageHeader, Mm, PosixTimer, RecordType, Regs, Sighand, Siginfo,
+    SignalsHeader, Task, Thread, Trailer, Vma, XstateHeader, MAX_RECORD, PAGES_PER_CHUNK,
+    PAGE_SIZE,
 };
 use crate::reader::{Head, RecordReader};
 use crate::verify::{Summary, Verifier};
@@ -38,6 +39,8 @@ pub enum Record {
         signals: SignalsHeader,
         /// The process-wide queue.
         pending: Vec<Siginfo>,
+        /// The POSIX timers.
+        timers: Vec<PosixTimer>,
     },
     /// `CR_REC_FILES`.
     Files {

@@ -237,6 +237,8 @@ pub(crate) struct Verifier {
     /// The thread ids, in order, and the record of each.
     tids: Vec<i32>,
     tid_records: HashMap<i32, u64>,
+    /// The POSIX timers that signal one thread: (id, tid).
+    timer_tids: Vec<(i32, i32)>,
     /// The files record's count of file records.
     nr_files: u32,
     /// File records read.
@@ -283,6 +285,7 @@ impl Verifier {
             nr_threads: 0,
             tids: Vec::new(),
             tid_records: HashMap::new(),
+            timer_tids: Vec::new(),
             nr_files: 0,
             files: 0,
             last_fd: None,
@@ -423,10 +426,26 @@ impl Verifier {
             }
             RecordType::Sighand => Record::Sighand(Box::new(checks::sighand(&ctx, payload)?)),
             RecordType::Signals => {
-                let (signals, pending) = checks::signals(&ctx, payload, head.len)?;
+                let (signals, pending, timers) = checks::signals(&ctx, payload, head.len)?;
                 self.pending_signals += pending.len() as u64;
                 self.armed_itimers = signals.itimer.iter().filter(|t| t.value != 0).count() as u32;
-                Record::Signals { signals, pending }
+                self.timer_tids = timers
+                    .iter()
+                    .filter(|t| t.tid > 0)
+                    .map(|t| (t.id, t.tid))
+                    .collect();
+                if !timers.is_empty() {
+                    let ids: Vec<String> = timers.iter().map(|t| t.id.to_string()).collect();
+                    self.notes.push(format!(
+                        "POSIX timers {}: restart makes them again with these ids",
+                        ids.join(", ")
+                    ));
+                }
+                Record::Signals {
+                    signals,
+                    pending,
+                    timers,
+                }
             }
             RecordType::Files => {
                 let (files, cwd) = checks::files(&ctx, payload, head.len)?;
@@ -505,6 +524,15 @@ impl Verifier {
                 Record::Xstate(x)
             }
             RecordType::Mm => {
+                if let Some(&(id, tid)) =
+                    self.timer_tids.iter().find(|(_, t)| !self.tids.contains(t))
+                {
+                    return Err(ImageError::TimerThread {
+                        at: ctx.at(0),
+                        id,
+                        tid,
+                    });
+                }
                 let m = checks::mm(&ctx, payload, self.auxv_words)?;
                 self.nr_vmas = m.nr_vmas;
                 self.vmas.reserve(m.nr_vmas.min(1024) as usize);

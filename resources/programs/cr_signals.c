@@ -2,7 +2,7 @@
  * cr_signals: a process with queued signals and armed interval timers, for
  * checkpoint/restart tests.
  *
- *   cr_signals <dir> [posixtimer]
+ *   cr_signals <dir> [posixtimer|cputimer]
  *
  * Sets up, and leaves queued (blocked): real-time signals with payloads
  * sent to the process (SIGRTMIN+1 five times, SIGRTMIN+2 three times, by
@@ -10,15 +10,22 @@
  * payloads sent to its second thread only (pthread_sigqueue). Arms
  * ITIMER_REAL every 300 ms (SIGALRM counted by a handler) and
  * ITIMER_VIRTUAL at 1000 s with a 7 s interval. With "posixtimer" it also
- * creates a POSIX timer (timer_create), which checkpoint must refuse.
+ * creates three POSIX timers: A on CLOCK_MONOTONIC every 200 ms
+ * (SIGRTMIN+5, value 0x5151, counted by a handler), B on CLOCK_BOOTTIME
+ * once after 50 ms (SIGRTMIN+4, value 0x4242, blocked: it stays queued)
+ * and C on CLOCK_REALTIME at 1000 s for the helper thread (SIGRTMIN+6).
+ * With "cputimer" it creates one on CLOCK_PROCESS_CPUTIME_ID, which
+ * checkpoint must refuse.
  *
  * Main writes "count <n>" to <dir>/state about every 100 ms, and reads
  * CLOCK_MONOTONIC and CLOCK_BOOTTIME each time: they must never go back
  * (also across a restart in another machine). On SIGUSR1 it checks that,
  * that every queued signal is still queued, in order, with its payload and
  * sender, on the right thread; that SIGALRM keeps coming; and the timers'
- * settings; then queues the same signals again and writes "PASS <n>" or
- * "FAIL <what>" to <dir>/verdict.
+ * settings; with "posixtimer", that A keeps firing with its value, that
+ * B's signal is queued, from B, and that C still counts down from 1000 s;
+ * then queues the same signals again (and arms B again) and writes
+ * "PASS <n>" or "FAIL <what>" to <dir>/verdict.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,6 +55,11 @@ static pid_t sender;
 static pthread_t helper;
 static volatile int helper_request, helper_result;
 static int64_t clock_back_ns;		/* the largest step back seen */
+static timer_t timers[3];		/* posixtimer: A, B, C */
+static int have_timers;
+static volatile uint64_t ticks;		/* timer A's signals */
+static volatile int tick_bad;		/* one came without A's value */
+static volatile pid_t helper_tid;
 static const char *clock_back_name;
 
 static void on_usr1(int sig)
@@ -60,6 +72,82 @@ static void on_alrm(int sig)
 {
 	(void)sig;
 	alarms++;
+}
+
+static void on_tick(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	if (si->si_code != SI_TIMER || si->si_value.sival_int != 0x5151)
+		tick_bad = 1;
+	ticks++;
+}
+
+static const struct itimerspec timer_b_once = { { 0, 0 }, { 0, 50000000 } };
+
+/* The posixtimer mode's timers A, B and C (see the top). */
+static int make_timers(void)
+{
+	struct sigevent a = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 5 };
+	struct sigevent b = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 4 };
+	struct sigevent c = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN + 6 };
+	struct itimerspec every = { { 0, 200000000 }, { 0, 200000000 } };
+	struct itimerspec far = { { 0, 0 }, { 1000, 0 } };
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_tick;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigaction(SIGRTMIN + 5, &sa, NULL);
+	a.sigev_value.sival_int = 0x5151;
+	b.sigev_value.sival_int = 0x4242;
+	c.sigev_value.sival_int = 0x6363;
+	c._sigev_un._tid = helper_tid;
+	have_timers = 1;
+	return timer_create(CLOCK_MONOTONIC, &a, &timers[0]) ||
+	       timer_create(CLOCK_BOOTTIME, &b, &timers[1]) ||
+	       timer_create(CLOCK_REALTIME, &c, &timers[2]) ||
+	       timer_settime(timers[0], 0, &every, NULL) ||
+	       timer_settime(timers[1], 0, &timer_b_once, NULL) ||
+	       timer_settime(timers[2], 0, &far, NULL);
+}
+
+/* The timers after a restart; NULL or what is wrong. */
+static const char *check_timers(void)
+{
+	static char why[120];
+	const struct timespec none = { 0, 0 };
+	struct itimerspec cur;
+	uint64_t t0, deadline;
+	sigset_t b;
+	siginfo_t si;
+
+	if (timer_gettime(timers[0], &cur) || cur.it_interval.tv_nsec != 200000000)
+		return "timer A is gone or has another interval";
+	t0 = ticks;
+	deadline = lab_now_ms() + 10000;
+	while (ticks < t0 + 2 && lab_now_ms() < deadline)
+		usleep(10000);
+	if (ticks < t0 + 2)
+		return "timer A stopped firing";
+	if (tick_bad)
+		return "timer A's signal came without its value";
+	sigemptyset(&b);
+	sigaddset(&b, SIGRTMIN + 4);
+	if (sigtimedwait(&b, &si, &none) != SIGRTMIN + 4 || si.si_code != SI_TIMER ||
+	    si.si_value.sival_int != 0x4242 || si.si_timerid != (int)(intptr_t)timers[1]) {
+		snprintf(why, sizeof(why), "timer B's signal is not queued from it (code %d, value %#x)",
+			 si.si_code, si.si_value.sival_int);
+		return why;
+	}
+	timer_settime(timers[1], 0, &timer_b_once, NULL);
+	if (timer_gettime(timers[2], &cur) || cur.it_value.tv_sec < 900 ||
+	    cur.it_value.tv_sec > 1000) {
+		snprintf(why, sizeof(why), "timer C: %ld s left, not 900 to 1000",
+			 (long)cur.it_value.tv_sec);
+		return why;
+	}
+	return NULL;
 }
 
 static void queue_shared(void)
@@ -131,6 +219,7 @@ static void *helper_main(void *arg)
 	sigfillset(&set);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
 	prctl(PR_SET_NAME, "crs-helper");
+	helper_tid = gettid();
 	for (;;) {
 		if (helper_request) {
 			const char *why = take(SIGRTMIN + 3, NR_PRIV, 300, SI_QUEUE);
@@ -219,6 +308,8 @@ static void verify(uint64_t count)
 	    it.it_value.tv_sec < 900 || it.it_value.tv_sec > 1000)
 		FAIL("ITIMER_VIRTUAL %ld s, interval %ld s", (long)it.it_value.tv_sec,
 		     (long)it.it_interval.tv_sec);
+	if (have_timers && (problem = check_timers()))
+		FAIL("%s", problem);
 out:
 	queue_shared();
 	queue_private();
@@ -234,8 +325,9 @@ int main(int argc, char **argv)
 	uint64_t count = 0;
 	sigset_t set;
 
-	if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "posixtimer"))) {
-		fprintf(stderr, "usage: %s <dir> [posixtimer]\n", argv[0]);
+	if (argc < 2 || argc > 3 ||
+	    (argc == 3 && strcmp(argv[2], "posixtimer") && strcmp(argv[2], "cputimer"))) {
+		fprintf(stderr, "usage: %s <dir> [posixtimer|cputimer]\n", argv[0]);
 		return 2;
 	}
 	snprintf(lab_dir, sizeof(lab_dir), "%s", argv[1]);
@@ -267,12 +359,19 @@ int main(int argc, char **argv)
 		perror("cr_signals: setitimer");
 		return 1;
 	}
-	if (argc == 3) {
+	while (!helper_tid)
+		usleep(1000);
+	if (argc == 3 && !strcmp(argv[2], "posixtimer") && make_timers()) {
+		perror("cr_signals: timer_create");
+		return 1;
+	}
+	if (argc == 3 && !strcmp(argv[2], "cputimer")) {
 		struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 4 };
 		struct itimerspec ts = { { 1, 0 }, { 1, 0 } };
 		timer_t timer;
 
-		if (timer_create(CLOCK_MONOTONIC, &ev, &timer) || timer_settime(timer, 0, &ts, NULL)) {
+		if (timer_create(CLOCK_PROCESS_CPUTIME_ID, &ev, &timer) ||
+		    timer_settime(timer, 0, &ts, NULL)) {
 			perror("cr_signals: timer_create");
 			return 1;
 		}

@@ -83,14 +83,19 @@ fn restarted_process_keeps_its_state_and_counts_on() {
 }
 
 /// Threads in futex waits, sleeps and polls, queued signals with payloads
-/// on the process and on a thread, and interval timers: each program
+/// on the process and on a thread, interval timers and POSIX timers (one
+/// periodic, one whose signal is queued, one for a thread): each program
 /// checkpointed, killed and restarted in a new process checks itself.
 #[test]
 fn threads_signals_and_timers_survive_restart() {
     let sandbox = Sandbox::new();
     let mut lab = CrLab::boot(&sandbox, &unique_name("cr-threads"), 384);
-    for (program, dir, threads) in [("cr_threads", "/tmp/thr", 8), ("cr_signals", "/tmp/sig", 2)] {
-        let pid = lab.start_program(program, dir, dir, program);
+    let programs = [
+        ("cr_threads", "/tmp/thr", "/tmp/thr", 8),
+        ("cr_signals", "/tmp/sig", "/tmp/sig posixtimer", 2),
+    ];
+    for (program, dir, args, threads) in programs {
+        let pid = lab.start_program(program, args, dir, program);
         lab.wait_count_above(dir, 3);
         let tids = lab.sh_ok(&format!("ls /proc/{pid}/task | sort -n"));
         let names = lab.sh_ok(&format!("cat /proc/{pid}/task/*/comm"));
@@ -421,8 +426,8 @@ fn refused_checkpoints_name_their_errno_and_reason() {
         assert!(err.contains(reason), "cr_dump {args}: {err}");
     }
 
-    // Unsupported resources: shared memory, a POSIX timer; and a thread's
-    // id is not a process to checkpoint.
+    // Unsupported resources: shared memory, a POSIX timer on a CPU-time
+    // clock; and a thread's id is not a process to checkpoint.
     let shared = lab.start_target("/tmp/shared", 1, "shared", "shared");
     let out = lab.sh(&format!("$P/cr_dump {shared} $CG/shared /tmp/s.img"));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -430,12 +435,12 @@ fn refused_checkpoints_name_their_errno_and_reason() {
     assert!(err.contains("resource shared mapping"), "{err}");
     lab.kill_target("/tmp/shared");
 
-    let timer = lab.start_program("cr_signals", "/tmp/timer posixtimer", "/tmp/timer", "timer");
+    let timer = lab.start_program("cr_signals", "/tmp/timer cputimer", "/tmp/timer", "timer");
     let out = lab.sh(&format!("$P/cr_dump {timer} $CG/timer /tmp/p.img"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(printed_errno(&out), Some(libc::EOPNOTSUPP), "{err}");
     assert!(
-        err.contains("resource timers: the process has POSIX timers"),
+        err.contains("resource timers: POSIX timer 0 counts a CPU-time clock or is an alarm timer, not supported"),
         "{err}"
     );
     let thread = lab.sh_ok(&format!(
@@ -496,9 +501,9 @@ fn damaged_images_are_refused_with_their_errno() {
         ),
         (
             "version",
-            "1 0 8 4 4",
+            "1 0 8 4 5",
             Errno(libc::EPROTONOSUPPORT),
-            "format version 4",
+            "format version 5",
         ),
         (
             "arch",
@@ -535,6 +540,12 @@ fn damaged_images_are_refused_with_their_errno() {
             "12 0 48 4 1",
             Errno(libc::EBADMSG),
             "1 signals in 56 bytes",
+        ),
+        (
+            "timer-count",
+            "12 0 52 4 1",
+            Errno(libc::EBADMSG),
+            "bad timers or 0 signals in 56 bytes",
         ),
         (
             "tid",

@@ -630,10 +630,10 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
     assert_runs_on(&mut agent, "shared", info.pid, "/tmp/t/state");
     agent.container_delete("shared", true).unwrap();
 
-    // A second process with a POSIX timer: the init is dumped, the second
-    // is refused by name.
+    // A second process with a POSIX timer on a CPU-time clock: the init is
+    // dumped, the second is refused by name.
     let script =
-        format!("{PROGRAMS}/cr_signals /tmp/t2 posixtimer & exec {PROGRAMS}/counter 1 /tmp/state");
+        format!("{PROGRAMS}/cr_signals /tmp/t2 cputimer & exec {PROGRAMS}/counter 1 /tmp/state");
     let info = agent
         .container_create(
             "signal",
@@ -657,7 +657,7 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
     for part in [
         named.as_str(),
         "EOPNOTSUPP",
-        "resource timers: the process has POSIX timers",
+        "resource timers: POSIX timer 0 counts a CPU-time clock",
     ] {
         assert!(err.message.contains(part), "{part:?} in {err}");
     }

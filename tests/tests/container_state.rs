@@ -16,9 +16,9 @@ use crvmm_tests::ct::{
 use crvmm_tests::Sandbox;
 
 /// The container's programs: `cr_threads` (8 threads) as a child of
-/// `cr_signals` (two threads), which is its pid 1.
+/// `cr_signals` (two threads, three POSIX timers), which is its pid 1.
 const SCRIPT: &str =
-    "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig";
+    "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig posixtimer";
 
 fn count(agent: &mut AgentConnection, init: u32, dir: &str) -> Option<u64> {
     container_file(agent, init, &format!("{dir}/state"))?

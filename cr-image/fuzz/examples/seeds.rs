@@ -77,8 +77,16 @@ fn container_seeds(kernel: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
                 size: 65536,
                 buffered: 5,
                 ends: vec![
-                    PipeEnd { pid: 1, fd: 3, access: 0 },
-                    PipeEnd { pid: 2, fd: 4, access: 1 },
+                    PipeEnd {
+                        pid: 1,
+                        fd: 3,
+                        access: 0,
+                    },
+                    PipeEnd {
+                        pid: 2,
+                        fd: 4,
+                        access: 1,
+                    },
                 ],
             }];
             let side = |pid, fd, queued, messages| SocketSide {

@@ -4,8 +4,8 @@
 use crvmm_cr_image::builder::{layout, reseal, user_signal, Failure, FileSpec, ImageBuilder};
 use crvmm_cr_image::builder::{SI_QUEUE, SI_TKILL, SI_USER};
 use crvmm_cr_image::format::{
-    Itimer, Restart, Siginfo, FUTEX_SHARED, MAX_FILES, MAX_THREADS, O_APPEND, O_RDONLY, O_RDWR,
-    O_WRONLY, PAGE_SIZE,
+    Itimer, PosixTimer, Restart, Siginfo, FUTEX_SHARED, MAX_FILES, MAX_THREADS, O_APPEND, O_RDONLY,
+    O_RDWR, O_WRONLY, PAGE_SIZE,
 };
 use crvmm_cr_image::{inspect, verify, Limits};
 
@@ -81,6 +81,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         interval: 10_000_000,
     };
     threads.queue_shared(user_signal(34, SI_QUEUE, 1, 0, 9));
+    threads.add_timer(PosixTimer {
+        id: 0,
+        clock: 1,
+        signo: 35,
+        fired: 1,
+        value: 7,
+        interval: 200_000_000,
+        expires: 100_000_000,
+        ..PosixTimer::default()
+    });
     threads.leader().queue(Siginfo::new(10, 0, SI_USER));
     let futex = layout::ANON + 0x40;
     let restarts = [

@@ -8,22 +8,33 @@ use std::mem::{offset_of, size_of};
 use super::linux::*;
 use super::{range_from, Ctx};
 use crate::format::{
-    named, Itimer, Named, Siginfo, SignalsHeader, Thread, Wire, FUTEX_FLAGS_MASK, MAX_PENDING,
-    NSIG, PAGE_SIZE, RESTART_FUTEX, RESTART_NANOSLEEP, RESTART_NONE, RESTART_POLL, SIGINFO_KEPT,
-    SIGINFO_SIZE, SI_CODE, SI_SIGNO,
+    named, Itimer, Named, PosixTimer, Siginfo, SignalsHeader, Thread, Wire, FUTEX_FLAGS_MASK,
+    MAX_PENDING, MAX_TIMERS, NSIG, PAGE_SIZE, RESTART_FUTEX, RESTART_NANOSLEEP, RESTART_NONE,
+    RESTART_POLL, SIGINFO_KEPT, SIGINFO_SIZE, SI_CODE, SI_SIGNO,
 };
 use crate::ImageError;
 
-/// `cr_read_signals()`: the interval timers and the process-wide queue.
+/// `cr_read_signals()`: the interval timers, the process-wide queue and
+/// the POSIX timers.
 pub(crate) fn signals(
     ctx: &Ctx,
     payload: &[u8],
     len: u32,
-) -> Result<(SignalsHeader, Vec<Siginfo>), ImageError> {
+) -> Result<(SignalsHeader, Vec<Siginfo>, Vec<PosixTimer>), ImageError> {
     let s = SignalsHeader::from_bytes(payload);
+    let nr_timers = named!(SignalsHeader, s.nr_timers);
+    if s.nr_timers > MAX_TIMERS {
+        return Err(ctx.bad(nr_timers, "more than CR_MAX_TIMERS (4096) POSIX timers"));
+    }
+    // The queue's count is checked against what is left for it.
+    let timers_len = s.nr_timers as usize * size_of::<PosixTimer>();
     let fixed = size_of::<SignalsHeader>();
-    pending_count(ctx, named!(SignalsHeader, s.nr_pending), fixed, len)?;
-    ctx.zero(named!(SignalsHeader, s.pad))?;
+    let queue_len = len.saturating_sub(timers_len as u32);
+    if (len as usize) < fixed + timers_len {
+        let expected = (fixed + timers_len) as u64;
+        return Err(ctx.length_mismatch(nr_timers, len, expected));
+    }
+    pending_count(ctx, named!(SignalsHeader, s.nr_pending), fixed, queue_len)?;
     for (i, t) in s.itimer.iter().enumerate() {
         let off = offset_of!(SignalsHeader, itimer) + i * size_of::<Itimer>();
         let fields = [
@@ -38,8 +49,10 @@ pub(crate) fn signals(
             }
         }
     }
-    let pending = queue(ctx, payload, fixed)?;
-    Ok((s, pending))
+    let at = queue_len as usize;
+    let pending = queue(ctx, &payload[..at], fixed)?;
+    let timers = super::timers::timers(ctx, &payload[at..], at)?;
+    Ok((s, pending, timers))
 }
 
 /// `cr_read_thread()`: a thread's own state, its restart block and its

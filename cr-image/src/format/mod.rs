@@ -18,6 +18,7 @@ mod regs;
 mod signals;
 mod task;
 mod thread;
+mod timers;
 mod wire;
 
 pub use files::{
@@ -40,6 +41,7 @@ pub use thread::{
     restart_kind_name, Restart, Thread, FUTEX_CLOCKRT, FUTEX_FLAGS_MASK, FUTEX_SHARED,
     RESTART_FUTEX, RESTART_NANOSLEEP, RESTART_NONE, RESTART_POLL,
 };
+pub use timers::{PosixTimer, MAX_TIMERS, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD_ID, TIMER_CLOCKS};
 pub(crate) use wire::named;
 pub use wire::{Le, Named, Wire};
 
@@ -48,7 +50,7 @@ pub const IMAGE_MAGIC: u64 = 0x474d_4952_4b43_5243;
 /// `CR_TRAILER_MAGIC`: "CRCKREND".
 pub const TRAILER_MAGIC: u64 = 0x444e_4552_4b43_5243;
 /// `CR_FORMAT_VERSION`.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// `CR_ARCH_X86_64`.
 pub const ARCH_X86_64: u32 = 1;
 /// x86-64's page size, the only one an image can have.
@@ -128,6 +130,7 @@ const _: () = assert!(size_of::<Thread>() == 136);
 const _: () = assert!(size_of::<Restart>() == 40);
 const _: () = assert!(size_of::<SignalsHeader>() == 56);
 const _: () = assert!(size_of::<Itimer>() == 16);
+const _: () = assert!(size_of::<PosixTimer>() == 48);
 const _: () = assert!(size_of::<Siginfo>() == SIGINFO_SIZE);
 const _: () = assert!(size_of::<Files>() == 8);
 const _: () = assert!(size_of::<File>() == 48);

@@ -130,7 +130,8 @@ impl RecordType {
             RecordType::Trailer => fixed(size_of::<Trailer>()),
             RecordType::Signals => {
                 let min = size(size_of::<SignalsHeader>());
-                (min, min + MAX_PENDING * SIGINFO_SIZE as u32)
+                let timers = super::MAX_TIMERS * size_of::<super::PosixTimer>() as u32;
+                (min, min + MAX_PENDING * SIGINFO_SIZE as u32 + timers)
             }
             RecordType::Thread => {
                 let min = size(size_of::<Thread>());

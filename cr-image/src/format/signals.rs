@@ -1,5 +1,6 @@
 //! Signal state: the process-wide part (`struct cr_signals`: interval
-//! timers and the shared queue's length) and a queued signal
+//! timers, the shared queue's length and the number of POSIX timers
+//! after it) and a queued signal
 //! (`struct cr_siginfo`, user space's `siginfo_t`), which follow the
 //! signals record and each thread record.
 
@@ -36,9 +37,8 @@ pub struct SignalsHeader {
     pub itimer: [Itimer; NR_ITIMERS],
     /// Signals of the process-wide queue, which follow.
     pub nr_pending: u32,
-    /// Zero.
-    #[serde(skip)]
-    pub pad: u32,
+    /// POSIX timers (`struct cr_timer`), which follow the queue.
+    pub nr_timers: u32,
 }
 
 fn named_itimers<S: Serializer>(v: &[Itimer; NR_ITIMERS], s: S) -> Result<S::Ok, S::Error> {
@@ -57,7 +57,7 @@ impl Wire for SignalsHeader {
                 interval: r.u64(),
             }),
             nr_pending: r.u32(),
-            pad: r.u32(),
+            nr_timers: r.u32(),
         }
     }
 
@@ -68,7 +68,7 @@ impl Wire for SignalsHeader {
             put(out, &t.interval.to_le_bytes());
         }
         put(out, &self.nr_pending.to_le_bytes());
-        put(out, &self.pad.to_le_bytes());
+        put(out, &self.nr_timers.to_le_bytes());
     }
 }
 

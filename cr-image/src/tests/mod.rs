@@ -153,6 +153,7 @@ fn records_round_trip() {
     let signals = Record::Signals {
         signals: b.signals,
         pending: Vec::new(),
+        timers: Vec::new(),
     };
     assert_eq!(entries[4].record, signals);
     let files = Record::Files {
@@ -348,7 +349,7 @@ fn inspect_writes_every_record_and_the_summary() {
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["magic"], "0x474d49524b435243");
-    assert_eq!(header["version"], 3);
+    assert_eq!(header["version"], 4);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");
     assert_eq!(records[1]["nr_threads"], 1);

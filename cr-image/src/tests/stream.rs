@@ -17,9 +17,9 @@ fn bad_magic() {
 
 #[test]
 fn other_version() {
-    // Versions 1 (no thread records) and 2 (no pipes) are no longer read,
-    // nor any other.
-    for version in [1, 2, 4, 0] {
+    // Versions 1 (no thread records), 2 (no pipes) and 3 (no POSIX
+    // timers) are no longer read, nor any other.
+    for version in [1, 2, 3, 5, 0] {
         let mut b = ImageBuilder::new();
         b.header.version = version;
         let e = built_error(&b);
@@ -28,7 +28,7 @@ fn other_version() {
             "{e}"
         );
         assert_eq!(e.at(), at(0, RecordType::Header, 16));
-        assert!(e.to_string().contains("this build reads version 3"), "{e}");
+        assert!(e.to_string().contains("this build reads version 4"), "{e}");
     }
 }
 
@@ -328,7 +328,7 @@ fn absurd_lengths_are_refused_before_reading() {
         (RecordType::Task, 297),
         (RecordType::Task, 360), // v1's
         (RecordType::Signals, 55),
-        (RecordType::Signals, 56 + 65537 * 128),
+        (RecordType::Signals, 56 + 65536 * 128 + 4096 * 48 + 1),
         (RecordType::Thread, 135),
         (RecordType::Thread, u32::MAX),
         (RecordType::Creds, 79),

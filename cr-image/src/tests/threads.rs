@@ -7,6 +7,7 @@ use crate::builder::{reseal, user_signal, ThreadSpec, SI_QUEUE, SI_TKILL, SI_USE
 use crate::format::{
     Itimer, Restart, Siginfo, FUTEX_CLOCKRT, FUTEX_SHARED, MAX_PENDING, MAX_THREADS, SIGINFO_SIZE,
 };
+use crate::format::{PosixTimer, SIGEV_NONE, SIGEV_SIGNAL, SIGEV_THREAD_ID};
 
 /// Offset of the restart block in a thread record.
 const RESTART: usize = 96;
@@ -94,6 +95,7 @@ fn eight_busy_threads_verify_with_their_summary() {
     let signals = Record::Signals {
         signals: b.signals,
         pending: b.shared_pending.clone(),
+        timers: Vec::new(),
     };
     assert_eq!(entries[4].record, signals);
 }
@@ -459,9 +461,15 @@ fn itimers_are_at_most_ktime_max() {
     b.signals.itimer[1].value = 0;
     assert_eq!(check(&b.build().bytes).unwrap().armed_itimers, 2);
 
+    // A count of timers the record has no room for.
     let mut b = ImageBuilder::new();
-    b.signals.pad = 1;
-    expect_field(&b, RecordType::Signals, 0, "pad", 52);
+    b.signals.nr_timers = 1;
+    let e = error_of(&b.build().bytes);
+    assert!(
+        e.to_string()
+            .contains("record length 56 does not match its contents (104 bytes)"),
+        "{e}"
+    );
 }
 
 /// A siginfo damaged by `change`, queued third on the shared queue and on
@@ -852,4 +860,86 @@ fn failed_checkpoint_among_the_threads() {
         "{e}"
     );
     assert_eq!(e.at().record, 9);
+}
+
+/// A timer on the monotonic clock every 300 ms, signalling SIGRTMIN+4.
+fn timer(id: i32) -> PosixTimer {
+    PosixTimer {
+        id,
+        clock: 1,
+        notify: SIGEV_SIGNAL,
+        signo: 38,
+        tid: 0,
+        fired: 0,
+        value: 0x1234,
+        interval: 300_000_000,
+        expires: 120_000_000,
+    }
+}
+
+#[test]
+fn posix_timers_verify_with_their_ids() {
+    let mut b = ImageBuilder::new();
+    b.add_thread(76);
+    b.queue_shared(user_signal(10, SI_QUEUE, 1, 0, 3));
+    b.add_timer(timer(0));
+    b.add_timer(PosixTimer {
+        notify: SIGEV_THREAD_ID,
+        tid: 76,
+        fired: 1,
+        ..timer(3)
+    });
+    b.add_timer(PosixTimer {
+        clock: 0,
+        ..timer(9)
+    });
+    let s = check(&b.build().bytes).unwrap();
+    assert!(
+        s.notes.iter().any(|n| n.contains("POSIX timers 0, 3, 9")),
+        "{:?}",
+        s.notes
+    );
+    assert_eq!(s.pending_signals, 1);
+    // A thread the image does not have.
+    let mut b = ImageBuilder::new();
+    b.add_timer(PosixTimer {
+        notify: SIGEV_THREAD_ID,
+        tid: 99,
+        ..timer(0)
+    });
+    let e = error_of(&b.build().bytes);
+    assert!(
+        e.to_string().contains("POSIX timer 0 signals thread 99"),
+        "{e}"
+    );
+}
+
+#[test]
+fn posix_timer_fields() {
+    type Change = fn(&mut PosixTimer);
+    let cases: [(Change, &str); 9] = [
+        (|t| t.id = -1, "timers[0].id"),
+        (|t| t.clock = 2, "timers[0].clock"),
+        (|t| t.notify = 2, "timers[0].notify"),
+        (|t| t.notify = SIGEV_NONE, "timers[0].notify"),
+        (|t| t.signo = 65, "timers[0].signo"),
+        (|t| t.tid = 5, "timers[0].tid"),
+        (|t| t.fired = 2, "timers[0].fired"),
+        (|t| t.interval = u64::MAX, "timers[0].interval"),
+        (|t| t.expires = i64::MAX as u64 + 1, "timers[0].expires"),
+    ];
+    for (change, field) in cases {
+        let mut b = ImageBuilder::new();
+        let mut t = timer(0);
+        change(&mut t);
+        b.add_timer(t);
+        let e = error_of(&b.build().bytes);
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    // Ids increase.
+    let mut b = ImageBuilder::new();
+    b.add_timer(timer(4));
+    b.add_timer(timer(4));
+    let e = error_of(&b.build().bytes);
+    assert!(e.to_string().contains("timers[1].id"), "{e}");
 }
