@@ -14,9 +14,9 @@ use serde::Serialize;
 use crate::checks::{self, linux, Ctx, FileCheck, VdsoArea};
 use crate::format::{
     c_str, File, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS,
-    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_INHERIT, FILE_PIPE, FILE_REG,
-    FILE_UNIX, MAX_PENDING, O_ACCMODE, O_RDONLY, O_WRONLY, PAGES_PER_CHUNK, PAGE_SIZE,
-    RESTART_NONE, VMA_FILE, VMA_PAGES,
+    CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_EVENTFD, FILE_INHERIT,
+    FILE_PIPE, FILE_REG, FILE_UNIX, MAX_PENDING, O_ACCMODE, O_RDONLY, O_WRONLY, PAGES_PER_CHUNK,
+    PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
 };
 use crate::parser::{PagesSummary, Record};
 use crate::reader::Head;
@@ -611,6 +611,12 @@ impl Verifier {
             self.notes.push(format!(
                 "fd {fd} is inherited (CR_CHECKPOINT_INHERIT_STDIO): the caller of restart \
                  must have its fd {fd} open"
+            ));
+            return;
+        }
+        if f.kind == FILE_EVENTFD {
+            self.notes.push(format!(
+                "fd {fd} is an eventfd: the caller of restart must put it at fd {fd}"
             ));
             return;
         }

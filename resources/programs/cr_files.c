@@ -12,9 +12,9 @@
  *   8  /dev/zero, read-only, close-on-exec
  * With a mode it also opens, at fd 9, one thing checkpoint must refuse (a
  * packet-mode pipe, a unix socket bound to <dir>/sock, a TCP socket, an
- * eventfd, an epoll instance; or attaches a SysV shared memory segment) or
- * that restart needs its caller to provide (a pipe or a socketpair, at 9
- * and 10; a FIFO); or, with
+ * epoll instance; or attaches a SysV shared memory segment) or that
+ * restart needs its caller to provide (a pipe or a socketpair, at 9 and
+ * 10; a FIFO, an eventfd); or, with
  * "deleted", keeps
  *   9  <dir>/gone, read-write at offset 1234, 5000 bytes, deleted
  * which checkpoint saves with its content.

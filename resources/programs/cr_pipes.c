@@ -15,7 +15,8 @@
  * them too (parent fd 14, child fd 15): the child queues 3000 bytes for
  * the parent, the parent 2000 for the child; and a datagram socketpair
  * (parent fd 16, non-blocking, child fd 17) on which the child queues five
- * datagrams of 1, 10, 100, 1000 and 5000 bytes for the parent.
+ * datagrams of 1, 10, 100, 1000 and 5000 bytes for the parent. Both hold
+ * a semaphore eventfd at fd 18 (non-blocking), to which the child adds 3.
  *
  * On SIGUSR1 (sent to both), the child reads and checks its 2000 bytes,
  * writes a last message into the pipe (what it found wrong, if anything)
@@ -24,7 +25,8 @@
  * the 60 KiB, in order, then the child's message, then end-of-file (no other
  * write end is left open anywhere); the FIFO holds its 60 KiB and is still
  * the FIFO at its path; the stream's 3000 bytes then end-of-file; the five
- * datagrams, each whole, in order. It writes "PASS <n>" or "FAIL <what>" to
+ * datagrams, each whole, in order; the eventfd gives 1 three times, then
+ * nothing. It writes "PASS <n>" or "FAIL <what>" to
  * <dir>/verdict.
  */
 #define _GNU_SOURCE
@@ -36,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,6 +56,7 @@
 #define SK_C 15
 #define DG_P 16
 #define DG_C 17
+#define EVFD 18
 #define TO_PARENT 3000
 #define TO_CHILD 2000
 #define LAST "the child's last words"
@@ -157,6 +161,8 @@ static void child(void)
 	for (i = 0; i < sizeof(dgram_len) / sizeof(dgram_len[0]); i++)
 		if (send(DG_C, buf, dgram_len[i], 0) != (ssize_t)dgram_len[i])
 			_exit(4);
+	if (eventfd_write(EVFD, 3))
+		_exit(6);
 	fill(buf, 2, TO_PARENT);
 	if (write_all(SK_C, buf, TO_PARENT))
 		_exit(5);
@@ -218,6 +224,15 @@ static void check_sockets(void)
 	}
 	if (!why[0] && recv(DG_P, buf, 1, MSG_DONTWAIT) >= 0)
 		fail("a sixth datagram");
+	for (i = 0; !why[0] && i < 4; i++) {
+		eventfd_t one = 0;
+		int got = eventfd_read(EVFD, &one);
+
+		if (i < 3 && (got || one != 1))
+			fail("the semaphore eventfd did not give 1 three times");
+		if (i == 3 && (got == 0 || errno != EAGAIN))
+			fail("the eventfd gave more than its count of 3");
+	}
 }
 
 static void verify(const char *fifo, pid_t kid)
@@ -309,6 +324,12 @@ int main(int argc, char **argv)
 	close(dg[0]);
 	close(dg[1]);
 	fcntl(DG_P, F_SETFL, O_NONBLOCK);
+	fds[0] = eventfd(0, EFD_SEMAPHORE | EFD_NONBLOCK);
+	if (fds[0] < 0 || dup2(fds[0], EVFD) < 0) {
+		perror("cr_pipes: eventfd");
+		return 1;
+	}
+	close(fds[0]);
 	signal(SIGUSR1, on_usr1);
 	kid = fork();
 	if (kid == 0) {

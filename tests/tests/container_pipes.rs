@@ -4,7 +4,8 @@
 //!
 //! - `cr_pipes`: a parent and child joined by a pipe and a FIFO holding
 //!   60 KiB each, a stream socketpair with bytes queued both ways and a
-//!   datagram socketpair with five messages queued, restored in the same
+//!   datagram socketpair with five messages queued and a semaphore eventfd
+//!   with a count of 3, restored in the same
 //!   VM and in a second VM; both check the bytes, message boundaries,
 //!   flags, the FIFO's path, and that end-of-file comes once the child has
 //!   gone (no end left open by the restore).
@@ -69,7 +70,7 @@ fn a_pipe_and_a_fifo_keep_their_bytes_across_restore() {
     let fds = container_sh(&mut a, "pipes", FDS);
     // The child has the parent's pipe and FIFO too, and its own.
     assert_eq!(
-        fds, "1: 0 1 2 10 11 14 16\n2: 0 1 2 10 11 12 13 15 17\n",
+        fds, "1: 0 1 2 10 11 14 16 18\n2: 0 1 2 10 11 12 13 15 17 18\n",
         "before"
     );
 
@@ -126,6 +127,15 @@ fn a_pipe_and_a_fifo_keep_their_bytes_across_restore() {
     sides.sort();
     want.sort();
     assert_eq!(sides, want);
+    // One semaphore eventfd, both processes at fd 18, count 3.
+    let eventfds = &check.manifest.eventfds;
+    assert_eq!(eventfds.len(), 1, "{eventfds:?}");
+    let e = &eventfds[0];
+    let holders: Vec<_> = e.ends.iter().map(|end| (end.pid, end.fd)).collect();
+    assert_eq!(
+        (e.count, e.semaphore, holders),
+        (3, true, vec![(1, 18), (2, 18)])
+    );
 
     restore(&mut a, "again", &image).unwrap();
     assert_restored(&mut a, "again", at, &fds);

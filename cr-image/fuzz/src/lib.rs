@@ -4,8 +4,8 @@
 use crvmm_cr_image::builder::{layout, reseal, user_signal, Failure, FileSpec, ImageBuilder};
 use crvmm_cr_image::builder::{SI_QUEUE, SI_TKILL, SI_USER};
 use crvmm_cr_image::format::{
-    Itimer, PosixTimer, Restart, Siginfo, FUTEX_SHARED, MAX_FILES, MAX_THREADS, O_APPEND, O_RDONLY,
-    O_RDWR, O_WRONLY, PAGE_SIZE,
+    Itimer, PosixTimer, Restart, Siginfo, FILE_EVENTFD, FUTEX_SHARED, MAX_FILES, MAX_THREADS,
+    O_APPEND, O_RDONLY, O_RDWR, O_WRONLY, PAGE_SIZE,
 };
 use crvmm_cr_image::{inspect, verify, Limits};
 
@@ -111,6 +111,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     files.add_file(FileSpec::pipe(10, O_RDONLY, 4242, 100, None));
     files.add_file(FileSpec::pipe(11, O_RDWR, 77, 0, Some("/tmp/fifo")));
     files.add_file(FileSpec::unix(12, 2, 900, 901));
+    files.add_file(FileSpec::new(13, FILE_EVENTFD, O_RDWR, ""));
     let mut failed = one_page.clone();
     failed.failure = Some(Failure {
         after: 15,

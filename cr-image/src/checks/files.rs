@@ -8,8 +8,8 @@ use std::mem::{offset_of, size_of};
 use super::Ctx;
 use crate::format::{
     c_str, named, File, Files, Named, Wire, FD_CLOEXEC, FILE_CHR, FILE_DELETED, FILE_DIR,
-    FILE_FLAGS_MASK, FILE_INHERIT, FILE_PIPE, FILE_REG, FILE_UNIX, MAX_DELETED, MAX_FD, MAX_FILES,
-    MAX_PATH, O_ACCMODE, O_DIRECT, O_RDONLY, O_RDWR,
+    FILE_EVENTFD, FILE_FLAGS_MASK, FILE_INHERIT, FILE_PIPE, FILE_REG, FILE_UNIX, MAX_DELETED,
+    MAX_FD, MAX_FILES, MAX_PATH, O_ACCMODE, O_DIRECT, O_RDONLY, O_RDWR,
 };
 use crate::ImageError;
 
@@ -75,8 +75,11 @@ pub(crate) fn file(
     if f.fd < 0 || f.fd as u32 >= MAX_FD {
         return Err(bad(fd, "not a descriptor (0 to CR_MAX_FD - 1, 1048575)"));
     }
-    if !(FILE_REG..=FILE_UNIX).contains(&f.kind) {
-        return Err(bad(kind, "not a file kind (CR_FILE_REG to CR_FILE_UNIX)"));
+    if !(FILE_REG..=FILE_EVENTFD).contains(&f.kind) {
+        return Err(bad(
+            kind,
+            "not a file kind (CR_FILE_REG to CR_FILE_EVENTFD)",
+        ));
     }
     if f.flags & !FILE_FLAGS_MASK != 0 {
         return Err(bad(
@@ -113,6 +116,11 @@ pub(crate) fn file(
             let problem = "an inherited descriptor needs the header flag \
                            CR_CHECKPOINT_INHERIT_STDIO";
             return Err(bad(kind, problem));
+        }
+    } else if f.kind == FILE_EVENTFD {
+        zero(&[path_len, pos, size, rdev], "an eventfd")?;
+        if f.flags & O_ACCMODE != O_RDWR || f.flags & O_DIRECT != 0 {
+            return Err(bad(flags, "an eventfd is open O_RDWR, without O_DIRECT"));
         }
     } else if f.kind == FILE_UNIX {
         // An unnamed socket, open read-write, of a type unix sockets have.
@@ -172,7 +180,8 @@ pub(crate) fn file(
     if u64::from(len) != expected {
         return Err(ctx.length_mismatch(path_len, len, expected));
     }
-    if f.kind == FILE_INHERIT || f.kind == FILE_UNIX || (f.kind == FILE_PIPE && f.path_len == 0) {
+    let no_path = [FILE_INHERIT, FILE_UNIX, FILE_EVENTFD].contains(&f.kind);
+    if no_path || (f.kind == FILE_PIPE && f.path_len == 0) {
         return Ok((f, None));
     }
     let end = size_of::<File>() + f.path_len as usize;

@@ -119,6 +119,9 @@ pub struct Manifest {
     /// receive queues follow the pipes', side 0 then side 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub socketpairs: Vec<super::sockets::SocketPairEntry>,
+    /// The eventfds they share (see `eventfds.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eventfds: Vec<super::eventfds::EventfdEntry>,
 }
 
 /// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME`, in nanoseconds.

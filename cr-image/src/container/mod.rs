@@ -4,6 +4,7 @@
 //! process tree). Format: [`format`] and `docs/container-image.md`.
 
 mod check;
+pub mod eventfds;
 pub mod format;
 pub mod pipes;
 mod reader;
@@ -11,6 +12,7 @@ pub mod sockets;
 mod writer;
 
 pub use check::{check_container, ChannelReader, ContainerCheck, ProcessCheck};
+pub use eventfds::EventfdEntry;
 pub use format::{hex, Clocks, Digest, Manifest, ProcessEntry, ZombieEntry};
 pub use pipes::{PipeEnd, PipeEntry};
 pub use reader::{ContainerError, ContainerReader, Event};

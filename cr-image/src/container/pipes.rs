@@ -52,14 +52,16 @@ pub struct PipeEnd {
     pub access: u32,
 }
 
-/// Checks the manifest's pipes and socketpairs against its processes.
+/// Checks the manifest's pipes, socketpairs and eventfds against its
+/// processes.
 pub(crate) fn check_pipes(m: &Manifest) -> Result<(), String> {
     if m.pipes.len() > CT_MAX_PIPES {
         return Err(format!("{} pipes", m.pipes.len()));
     }
     let mut taken = std::collections::HashSet::new();
     check_each_pipe(m, &mut taken)?;
-    super::sockets::check_sockets(m, &mut taken)
+    super::sockets::check_sockets(m, &mut taken)?;
+    super::eventfds::check_eventfds(m, &mut taken)
 }
 
 fn check_each_pipe(

@@ -25,6 +25,7 @@ fn manifest(pids: &[(i32, i32)]) -> Manifest {
         clocks: None,
         pipes: Vec::new(),
         socketpairs: Vec::new(),
+        eventfds: Vec::new(),
     }
 }
 
@@ -434,6 +435,38 @@ fn socketpair_manifests_are_checked() {
     ];
     for (change, expected) in cases {
         let (mut m, data) = with_sockets();
+        change(&mut m);
+        let bytes = pipe_image(&m, &data);
+        let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+        assert!(what.contains(expected), "{what} (wanted {expected})");
+    }
+}
+
+#[test]
+fn eventfd_manifests_are_checked() {
+    let (mut m, data) = with_sockets();
+    let end = |pid, fd| SocketEnd { pid, fd };
+    m.eventfds = vec![EventfdEntry {
+        id: 3,
+        count: 5,
+        semaphore: true,
+        ends: vec![end(1, 20), end(7, 20)],
+    }];
+    let bytes = pipe_image(&m, &data);
+    let mut r = ContainerReader::new(&bytes[..]);
+    while r.next_event().unwrap().is_some() {}
+    assert_eq!(r.manifest().unwrap().eventfds, m.eventfds);
+    type Change = fn(&mut Manifest);
+    let cases: [(Change, &str); 3] = [
+        (
+            |m| m.eventfds[0].count = u64::MAX,
+            "count 0xffffffffffffffff",
+        ),
+        (|m| m.eventfds[0].ends.clear(), "no process holds it"),
+        (|m| m.eventfds[0].ends[0].fd = 4, "pid 1 fd 4 is taken"),
+    ];
+    for (change, expected) in cases {
+        let mut m = m.clone();
         change(&mut m);
         let bytes = pipe_image(&m, &data);
         let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());

@@ -11,8 +11,9 @@ use super::{Le, Wire};
 
 /// `CR_CHECKPOINT_INHERIT_STDIO`: descriptors 0, 1 and 2 are not saved
 /// but marked [`FILE_INHERIT`]: the process restarts with those of the
-/// caller of restart. Pipe ends among them are saved as [`FILE_PIPE`],
-/// which the caller may satisfy with a file of its choosing.
+/// caller of restart. Pipe ends, unix sockets and eventfds among them are
+/// saved as [`FILE_PIPE`], [`FILE_UNIX`] and [`FILE_EVENTFD`], which the
+/// caller may satisfy with a file of its choosing.
 pub const CHECKPOINT_INHERIT_STDIO: u32 = 0x1;
 /// `CR_FLAGS_MASK`: every checkpoint flag, the only header flags.
 pub const CHECKPOINT_FLAGS_MASK: u32 = CHECKPOINT_INHERIT_STDIO;
@@ -42,6 +43,9 @@ pub const FILE_PIPE: u32 = 6;
 /// restart caller puts at its descriptor: `rdev` is its inode number,
 /// `size` its peer's (0: gone), `sock_type` its type; no path.
 pub const FILE_UNIX: u32 = 7;
+/// `CR_FILE_EVENTFD`: an eventfd, which the restart caller puts at its
+/// descriptor (the caller saves its count); no path.
+pub const FILE_EVENTFD: u32 = 8;
 /// `CR_MAX_DELETED`: the largest deleted file saved.
 pub const MAX_DELETED: u64 = 32 << 20;
 
@@ -76,6 +80,7 @@ pub fn file_kind_name(kind: u32) -> Option<&'static str> {
         FILE_DELETED => "deleted",
         FILE_PIPE => "pipe",
         FILE_UNIX => "unix",
+        FILE_EVENTFD => "eventfd",
         _ => return None,
     })
 }

@@ -277,7 +277,7 @@ fn file_record_fields() {
         (|f| f.fd = i32::MIN, "fd", FD),
         (|f| f.fd = MAX_FD as i32, "fd", FD),
         (|f| f.kind = 0, "kind", KIND),
-        (|f| f.kind = 8, "kind", KIND),
+        (|f| f.kind = 9, "kind", KIND),
         (|f| f.kind = u32::MAX, "kind", KIND),
         (|f| f.flags |= O_CLOEXEC, "flags", FLAGS),
         (|f| f.flags |= O_CREAT, "flags", FLAGS),
@@ -703,13 +703,15 @@ fn deleted_files_carry_their_content() {
 #[test]
 fn pipe_ends_verify_and_are_noted() {
     let mut b = ImageBuilder::new();
-    b.header.flags = 1; // CR_CHECKPOINT_INHERIT_STDIO
-                        // A pipeline's stdin, a pipe's write end and a FIFO open both ways.
+    // CR_CHECKPOINT_INHERIT_STDIO. A pipeline's stdin, a pipe's write end
+    // and a FIFO open both ways; two unix sockets and an eventfd.
+    b.header.flags = 1;
     b.add_file(FileSpec::pipe(0, O_RDONLY, 4242, 60 * 1024, None));
     b.add_file(FileSpec::pipe(4, O_WRONLY | O_NONBLOCK, 4242, 60 * 1024, None).cloexec());
     b.add_file(FileSpec::pipe(5, O_RDWR, 77, 0, Some("/tmp/fifo")));
     b.add_file(FileSpec::unix(6, 2, 900, 901));
     b.add_file(FileSpec::unix(7, 1, 902, 0));
+    b.add_file(FileSpec::new(8, crate::format::FILE_EVENTFD, O_RDWR, ""));
     let s = check(&b.build().bytes).unwrap();
     let notes = s.notes.join("\n");
     assert!(
@@ -721,6 +723,13 @@ fn pipe_ends_verify_and_are_noted() {
         notes.contains("fd 5 is a read-write end of the FIFO /tmp/fifo"),
         "{notes}"
     );
+    for want in [
+        "fd 6 is a unix datagram socket (inode 900, peer of inode 901)",
+        "fd 7 is a unix stream socket (inode 902, whose peer is gone)",
+        "fd 8 is an eventfd",
+    ] {
+        assert!(notes.contains(want), "{want} in {notes}");
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@
 //! process, and what the kernel said. A container is never left frozen.
 
 mod dump;
+mod eventfds;
 mod fds;
 mod pipes;
 mod sink;
@@ -477,6 +478,7 @@ fn manifest(
     let config = &container.config;
     let pipes = pipes::collect(&processes, &config.rootfs)?;
     let sockets = sockets::collect(&processes, container.init)?;
+    let eventfds = eventfds::collect(&processes)?;
     let manifest = Manifest {
         id: container.id.clone(),
         created: SystemTime::now()
@@ -502,6 +504,7 @@ fn manifest(
         clocks: super::clocks::seen_by(container.init).ok(),
         pipes: pipes.entries,
         socketpairs: sockets.entries,
+        eventfds,
     };
     // In the order of the QUEUE records: the pipes', then the sockets'.
     let mut queues = pipes.data;

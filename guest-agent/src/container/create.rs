@@ -476,7 +476,8 @@ fn describe(record: &Record, config: &Config) -> String {
         }
         Step::RestorePipe => {
             format!(
-                "making pipe or socketpair {i} of the image again (pipes first), with its bytes"
+                "making pipe, socketpair or eventfd {i} of the image again (in that order), with \
+                 what it held"
             )
         }
     }

@@ -1,6 +1,6 @@
 //! The descriptors of the container's processes that other processes may
-//! share, pipes and sockets, found in `/proc/<pid>/fd`; and which of them
-//! a guest process outside the container holds too.
+//! share, pipes, sockets and eventfds, found in `/proc/<pid>/fd`; and
+//! which of them a guest process outside the container holds too.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -9,8 +9,20 @@ use crvmm_cr_image::container::ProcessEntry;
 
 use super::dump::DumpError;
 
-/// A pipe or socket, known by (device, inode).
+/// A pipe or socket, known by (device, inode); an eventfd (they all share
+/// one inode) by (0, its `eventfd-id`).
 pub type Key = (u64, u64);
+
+/// What a shared descriptor is open on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A pipe or FIFO.
+    Fifo,
+    /// A socket.
+    Socket,
+    /// An eventfd.
+    Eventfd,
+}
 
 /// One descriptor on a pipe, FIFO or socket.
 #[derive(Debug, Clone)]
@@ -21,11 +33,12 @@ pub struct SharedFd {
     pub key: Key,
     /// Its link text (`pipe:[N]`, `socket:[N]`, a FIFO's path).
     pub link: String,
-    /// A socket (else a pipe or FIFO).
-    pub socket: bool,
+    /// What it is.
+    pub kind: Kind,
 }
 
-/// The descriptors of guest process `pid` on pipes, FIFOs and sockets.
+/// The descriptors of guest process `pid` on pipes, FIFOs, sockets and
+/// eventfds.
 pub fn shared_fds(pid: u32) -> Result<Vec<SharedFd>, DumpError> {
     let dir = format!("/proc/{pid}/fd");
     let proc_error = |source| DumpError::Proc {
@@ -44,16 +57,27 @@ pub fn shared_fds(pid: u32) -> Result<Vec<SharedFd>, DumpError> {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        let kind = meta.file_type();
-        if !kind.is_fifo() && !kind.is_socket() {
-            continue;
-        }
+        let file_type = meta.file_type();
         let link = std::fs::read_link(&path).map_err(proc_error)?;
+        let link = link.to_string_lossy().into_owned();
+        let (kind, key) = if file_type.is_fifo() {
+            (Kind::Fifo, (meta.dev(), meta.ino()))
+        } else if file_type.is_socket() {
+            (Kind::Socket, (meta.dev(), meta.ino()))
+        } else if link == "anon_inode:[eventfd]" {
+            let info = fdinfo(pid, fd).map_err(proc_error)?;
+            match field(&info, "eventfd-id:").and_then(|v| v.parse().ok()) {
+                Some(id) => (Kind::Eventfd, (0, id)),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
         out.push(SharedFd {
             fd,
-            key: (meta.dev(), meta.ino()),
-            link: link.to_string_lossy().into_owned(),
-            socket: kind.is_socket(),
+            key,
+            link,
+            kind,
         });
     }
     Ok(out)
@@ -86,4 +110,16 @@ pub fn outsiders(processes: &[ProcessEntry], keys: &HashSet<Key>) -> HashMap<Key
         }
     }
     found
+}
+
+/// The text of `/proc/<pid>/fdinfo/<fd>`.
+pub fn fdinfo(pid: u32, fd: i32) -> std::io::Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+}
+
+/// The value of the fdinfo line that starts with `name`, trimmed.
+pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
 }

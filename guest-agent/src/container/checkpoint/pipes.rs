@@ -24,7 +24,7 @@ use crvmm_cr_image::container::pipes::CT_MAX_PIPE_BYTES;
 use crvmm_cr_image::container::{PipeEnd, PipeEntry, ProcessEntry};
 
 use super::dump::DumpError;
-use super::fds::{outsiders, shared_fds, SharedFd};
+use super::fds::{fdinfo, field, outsiders, shared_fds, Kind, SharedFd};
 
 /// The pipes found, with the bytes of each.
 #[derive(Debug, Default)]
@@ -51,7 +51,7 @@ pub fn collect(processes: &[ProcessEntry], rootfs: &str) -> Result<Pipes, DumpEr
     for p in processes {
         for SharedFd { fd, key, link, .. } in shared_fds(p.guest_pid as u32)?
             .into_iter()
-            .filter(|s| !s.socket)
+            .filter(|s| s.kind == Kind::Fifo)
         {
             let access = access_of(p.guest_pid as u32, fd)?;
             let fifo = match link.strip_prefix("pipe:") {
@@ -125,16 +125,13 @@ pub fn collect(processes: &[ProcessEntry], rootfs: &str) -> Result<Pipes, DumpEr
 
 /// The access mode of `pid`'s `fd` (the `flags:` line of its fdinfo).
 fn access_of(pid: u32, fd: i32) -> Result<u32, DumpError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).map_err(|source| {
-        DumpError::Proc {
-            pid,
-            file: "fdinfo",
-            source,
-        }
+    let text = fdinfo(pid, fd).map_err(|source| DumpError::Proc {
+        pid,
+        file: "fdinfo",
+        source,
     })?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("flags:"))
-        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+    field(&text, "flags:")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
         .map(|flags| flags & libc::O_ACCMODE as u32)
         .ok_or_else(|| DumpError::Proc {
             pid,

@@ -20,7 +20,7 @@ use crvmm_cr_image::container::sockets::SOCK_STREAM;
 use crvmm_cr_image::container::{ProcessEntry, SocketEnd, SocketPairEntry, SocketSide};
 
 use super::dump::DumpError;
-use super::fds::{outsiders, shared_fds, Key};
+use super::fds::{outsiders, shared_fds, Key, Kind};
 use super::unix_diag::unix_sockets;
 
 /// The largest message read at a time (unix datagrams are smaller).
@@ -45,7 +45,7 @@ pub fn collect(processes: &[ProcessEntry], init: i32) -> Result<Sockets, DumpErr
     let mut holders: BTreeMap<Key, Vec<Holder>> = BTreeMap::new();
     for p in processes {
         for shared in shared_fds(p.guest_pid as u32)? {
-            if shared.socket {
+            if shared.kind == Kind::Socket {
                 let end = SocketEnd {
                     pid: p.pid,
                     fd: shared.fd,

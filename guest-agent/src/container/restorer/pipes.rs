@@ -5,10 +5,11 @@
 //! which checks and keeps them (`CR_FILE_PIPE`, `CR_FILE_UNIX`) and closes
 //! the rest.
 //!
-//! Channel `i` (the pipes, then the socketpairs) has three slots from
-//! `base + 3i`: a pipe its read end, its write end and, for a FIFO, a
-//! read-write end; a socketpair its two sockets. A socket's queue is sent
-//! to it through its peer, message by message.
+//! Channel `i` (the pipes, then the socketpairs, then the eventfds) has
+//! three slots from `base + 3i`: a pipe its read end, its write end and,
+//! for a FIFO, a read-write end; a socketpair its two sockets; an eventfd
+//! itself. A socket's queue is sent to it through its peer, message by
+//! message; an eventfd's count is written to it.
 //! Every descriptor the restorer brings from the agent is above the last
 //! slot (see [`PipePlan::floor`]), so no `dup2` lands on one of them.
 //!
@@ -44,6 +45,12 @@ pub(in super::super) enum Channel {
         /// Each side's queue: its bytes and, for datagrams, each message's
         /// length.
         queues: [(Vec<u8>, Vec<u32>); 2],
+    },
+    Eventfd {
+        /// Its count.
+        count: u64,
+        /// Made with `EFD_SEMAPHORE`.
+        semaphore: bool,
     },
 }
 
@@ -102,6 +109,12 @@ impl PipePlan {
                 }
             }
         }
+        let first_eventfd = first_pair + manifest.socketpairs.len();
+        for (k, e) in manifest.eventfds.iter().enumerate() {
+            for end in &e.ends {
+                add(first_eventfd + k, end.pid, end.fd, 0);
+            }
+        }
         let mut queues = queues.into_iter();
         let mut channels: Vec<Channel> = manifest
             .pipes
@@ -125,6 +138,10 @@ impl PipePlan {
                 ],
             });
         }
+        channels.extend(manifest.eventfds.iter().map(|e| Channel::Eventfd {
+            count: e.count,
+            semaphore: e.semaphore,
+        }));
         PipePlan {
             channels,
             ends,
@@ -182,6 +199,7 @@ pub(in super::super) fn make_pipes(p: &Prepared, plan: &PipePlan) {
         match channel {
             Channel::Pipe { fifo, size, data } => make_pipe(p, plan, i, fifo.as_ref(), *size, data),
             Channel::Socketpair { kind, queues } => make_socketpair(p, plan, i, *kind, queues),
+            Channel::Eventfd { count, semaphore } => make_eventfd(p, plan, i, *count, *semaphore),
         }
     }
 }
@@ -255,6 +273,17 @@ fn make_socketpair(
     // Each side's queue comes from its peer.
     for (side, (bytes, messages)) in queues.iter().enumerate() {
         send_all(p, plan.slot(i, 1 - side as u32), bytes, messages, i);
+    }
+}
+
+fn make_eventfd(p: &Prepared, plan: &PipePlan, i: usize, count: u64, semaphore: bool) {
+    let sem = if semaphore { libc::EFD_SEMAPHORE } else { 0 };
+    // SAFETY: eventfd makes a new descriptor, placed at its slot.
+    let fd = unsafe { libc::eventfd(0, sem | libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    place(p, fd, plan.slot(i, 0), i);
+    // The count can be above what eventfd() takes: written instead.
+    if count > 0 {
+        send_all(p, plan.slot(i, 0), &count.to_ne_bytes(), &[8], i);
     }
 }
 
