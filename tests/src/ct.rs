@@ -104,3 +104,45 @@ pub fn wait_verdict(agent: &mut AgentConnection, init: u32, dir: &str) -> String
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The number in `/tmp/<file>` of the container whose init is guest pid
+/// `init`, if it holds one.
+pub fn container_number(agent: &mut AgentConnection, init: u32, file: &str) -> Option<u64> {
+    container_file(agent, init, file)?.parse().ok()
+}
+
+/// After a restore of a program that writes a count to `/tmp/<file>`:
+/// its first new number comes within a minute and goes on from `at` (at
+/// most 15 further: no restart from 1), then it counts three more.
+pub fn assert_counts_on(agent: &mut AgentConnection, init: u32, file: &str, at: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(n) = container_number(agent, init, file).filter(|&n| n != at) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored program does not count"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        first > at && first <= at + 15,
+        "the restored program wrote {first}; it was at {at}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while container_number(agent, init, file).unwrap_or(0) < first + 3 {
+        assert!(Instant::now() < deadline, "the restored program stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The guest's kernel log has no oops, BUG, WARNING or KASAN report.
+pub fn assert_kernel_clean(agent: &mut AgentConnection) {
+    let log = agent
+        .exec(ExecRequest::new(["dmesg"]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap();
+    let bad = crate::cr::kernel_problems(&log);
+    assert!(bad.is_empty(), "guest kernel: {bad:?}");
+}

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ClientError, ContainerCheckpoint, ExecRequest};
 use crvmm_tests::ct::{
-    boot, checkpoint_streamed, container_file, container_sh, restore, wait_verdict,
+    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_file,
+    container_number, container_sh, restore, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -145,14 +146,8 @@ fn a_pipe_and_a_fifo_keep_their_bytes_across_restore() {
 
     a.container_delete("again", true).unwrap();
     b.container_delete("pipes", true).unwrap();
-    for agent in [&mut a, &mut b] {
-        let log = agent
-            .exec(ExecRequest::new(["dmesg"]))
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap();
-        let bad = crvmm_tests::cr::kernel_problems(&log);
-        assert!(bad.is_empty(), "guest kernel: {bad:?}");
-    }
+    assert_kernel_clean(&mut a);
+    assert_kernel_clean(&mut b);
     drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();
@@ -170,9 +165,7 @@ fn a_busybox_shell_pipeline_goes_on_in_another_vm() {
                   while read n; do echo $n >/tmp/n; done";
     let spec = BasicSpec::new(["sh", "-c", script]).to_json();
     let info = a.container_create("line", spec, true).unwrap();
-    let read = |agent: &mut AgentConnection, init: u32| -> Option<u64> {
-        container_file(agent, init, "n")?.parse().ok()
-    };
+    let read = |agent: &mut AgentConnection, init: u32| container_number(agent, init, "n");
     let deadline = Instant::now() + Duration::from_secs(60);
     while read(&mut a, info.pid).unwrap_or(0) < 5 {
         assert!(Instant::now() < deadline, "the pipeline does not count");
@@ -188,26 +181,7 @@ fn a_busybox_shell_pipeline_goes_on_in_another_vm() {
 
     let (vm_b, mut b) = boot(&sandbox, "pipeline-b", 384, Some(2));
     let restored = restore(&mut b, "line", &image).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        if let Some(n) = read(&mut b, restored.pid).filter(|&n| n != at) {
-            break n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restored pipeline does not count"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        first > at && first <= at + 15,
-        "restored pipeline wrote {first}; it was at {at}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read(&mut b, restored.pid).unwrap_or(0) < first + 3 {
-        assert!(Instant::now() < deadline, "the restored pipeline stopped");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_counts_on(&mut b, restored.pid, "n", at);
     b.container_delete("line", true).unwrap();
     drop((a, b));
     drop((vm_a, vm_b));

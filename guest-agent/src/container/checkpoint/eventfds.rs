@@ -5,28 +5,16 @@
 //! restorer's standard input or output at fds 0 to 2, and is refused
 //! anywhere else.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use crvmm_cr_image::container::{EventfdEntry, ProcessEntry, SocketEnd};
+use crvmm_cr_image::container::{EventfdEntry, ProcessEntry};
 
 use super::dump::DumpError;
-use super::fds::{fdinfo, field, outsiders, shared_fds, Key, Kind};
+use super::fds::{fdinfo, field, holders, outsiders, refuse_outside, Key, Kind};
 
 /// The eventfds of `processes` (the container's, frozen).
 pub fn collect(processes: &[ProcessEntry]) -> Result<Vec<EventfdEntry>, DumpError> {
-    let mut found: BTreeMap<Key, Vec<(SocketEnd, i32, String)>> = BTreeMap::new();
-    for p in processes {
-        for shared in shared_fds(p.guest_pid as u32)? {
-            if shared.kind == Kind::Eventfd {
-                let end = SocketEnd {
-                    pid: p.pid,
-                    fd: shared.fd,
-                };
-                let holders = found.entry(shared.key).or_default();
-                holders.push((end, p.guest_pid, p.comm.clone()));
-            }
-        }
-    }
+    let found = holders(processes, Kind::Eventfd)?;
     if found.is_empty() {
         return Ok(Vec::new());
     }
@@ -34,17 +22,9 @@ pub fn collect(processes: &[ProcessEntry]) -> Result<Vec<EventfdEntry>, DumpErro
     let outside = outsiders(processes, &keys);
     let mut out = Vec::new();
     for (key, ends) in found {
-        if let Some(outsider) = outside.get(&key) {
-            if let Some((end, _, comm)) = ends.iter().find(|(e, ..)| e.fd > 2) {
-                return Err(DumpError::Pipe {
-                    pid: end.pid,
-                    comm: comm.clone(),
-                    fd: end.fd,
-                    what: format!(
-                        "an eventfd shared with guest process {outsider}, outside the container"
-                    ),
-                });
-            }
+        if let Some(&outsider) = outside.get(&key) {
+            let all = ends.iter().map(|(e, _, c)| (e.pid, e.fd, c));
+            refuse_outside(all, outsider, "an eventfd")?;
             continue;
         }
         let (first, guest_pid, _) = &ends[0];

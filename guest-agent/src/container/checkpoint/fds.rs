@@ -2,10 +2,10 @@
 //! share, pipes, sockets and eventfds, found in `/proc/<pid>/fd`; and
 //! which of them a guest process outside the container holds too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use crvmm_cr_image::container::ProcessEntry;
+use crvmm_cr_image::container::{ProcessEntry, SocketEnd};
 
 use super::dump::DumpError;
 
@@ -122,4 +122,49 @@ pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     info.lines()
         .find_map(|l| l.strip_prefix(name))
         .map(str::trim)
+}
+
+/// A descriptor of a container process on a shared object: the end
+/// (container pid and fd), its guest pid and its command name.
+pub type Holder = (SocketEnd, i32, String);
+
+/// The descriptors of `processes` on objects of `kind`, by object.
+pub fn holders(
+    processes: &[ProcessEntry],
+    kind: Kind,
+) -> Result<BTreeMap<Key, Vec<Holder>>, DumpError> {
+    let mut found: BTreeMap<Key, Vec<Holder>> = BTreeMap::new();
+    for p in processes {
+        for shared in shared_fds(p.guest_pid as u32)? {
+            if shared.kind == kind {
+                let end = SocketEnd {
+                    pid: p.pid,
+                    fd: shared.fd,
+                };
+                let holder = (end, p.guest_pid, p.comm.clone());
+                found.entry(shared.key).or_default().push(holder);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// For an object `what` (a pipe, a socket...) that guest process
+/// `outsider` holds too: the refusal if a container process holds it
+/// elsewhere than at fds 0 to 2 (which become the restorer's).
+/// `ends` are (container pid, fd, command name).
+pub fn refuse_outside<'a>(
+    ends: impl IntoIterator<Item = (i32, i32, &'a String)>,
+    outsider: u32,
+    what: &str,
+) -> Result<(), DumpError> {
+    match ends.into_iter().find(|&(_, fd, _)| fd > 2) {
+        Some((pid, fd, comm)) => Err(DumpError::Pipe {
+            pid,
+            comm: comm.clone(),
+            fd,
+            what: format!("{what} shared with guest process {outsider}, outside the container"),
+        }),
+        None => Ok(()),
+    }
 }

@@ -24,7 +24,7 @@ use crvmm_cr_image::container::pipes::CT_MAX_PIPE_BYTES;
 use crvmm_cr_image::container::{PipeEnd, PipeEntry, ProcessEntry};
 
 use super::dump::DumpError;
-use super::fds::{fdinfo, field, outsiders, shared_fds, Kind, SharedFd};
+use super::fds::{fdinfo, field, outsiders, refuse_outside, shared_fds, Kind, SharedFd};
 
 /// The pipes found, with the bytes of each.
 #[derive(Debug, Default)]
@@ -83,16 +83,8 @@ pub fn collect(processes: &[ProcessEntry], rootfs: &str) -> Result<Pipes, DumpEr
     let mut pipes = Pipes::default();
     for ((_, ino), mut pipe) in found {
         if let Some(outsider) = pipe.outsider {
-            if let Some((end, _, comm)) = pipe.ends.iter().find(|(e, ..)| e.fd > 2) {
-                return Err(DumpError::Pipe {
-                    pid: end.pid,
-                    comm: comm.clone(),
-                    fd: end.fd,
-                    what: format!(
-                        "a pipe shared with guest process {outsider}, outside the container"
-                    ),
-                });
-            }
+            let all = pipe.ends.iter().map(|(e, _, c)| (e.pid, e.fd, c));
+            refuse_outside(all, outsider, "a pipe")?;
             // Standard descriptors: the restorer's instead.
             continue;
         }

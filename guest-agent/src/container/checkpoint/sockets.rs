@@ -11,16 +11,16 @@
 //! are left to the kernel, which refuses them by fd; so is every other
 //! kind of socket.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crvmm_cr_image::container::pipes::CT_MAX_PIPE_BYTES;
 use crvmm_cr_image::container::sockets::SOCK_STREAM;
-use crvmm_cr_image::container::{ProcessEntry, SocketEnd, SocketPairEntry, SocketSide};
+use crvmm_cr_image::container::{ProcessEntry, SocketPairEntry, SocketSide};
 
 use super::dump::DumpError;
-use super::fds::{outsiders, shared_fds, Key, Kind};
+use super::fds::{holders, outsiders, refuse_outside, Key, Kind};
 use super::unix_diag::unix_sockets;
 
 /// The largest message read at a time (unix datagrams are smaller).
@@ -36,25 +36,10 @@ pub struct Sockets {
     pub queues: Vec<Vec<u8>>,
 }
 
-/// A descriptor of a process on a socket: the end, its guest pid, comm.
-type Holder = (SocketEnd, i32, String);
-
 /// The socketpairs of `processes` (the container's, frozen); `init` is
 /// the guest pid of its init, whose network namespace is asked.
 pub fn collect(processes: &[ProcessEntry], init: i32) -> Result<Sockets, DumpError> {
-    let mut holders: BTreeMap<Key, Vec<Holder>> = BTreeMap::new();
-    for p in processes {
-        for shared in shared_fds(p.guest_pid as u32)? {
-            if shared.kind == Kind::Socket {
-                let end = SocketEnd {
-                    pid: p.pid,
-                    fd: shared.fd,
-                };
-                let holder = (end, p.guest_pid, p.comm.clone());
-                holders.entry(shared.key).or_default().push(holder);
-            }
-        }
-    }
+    let holders = holders(processes, Kind::Socket)?;
     if holders.is_empty() {
         return Ok(Sockets::default());
     }
@@ -84,18 +69,12 @@ pub fn collect(processes: &[ProcessEntry], init: i32) -> Result<Sockets, DumpErr
                 outside.get(&key),
             )
         });
-        if let Some(outsider) = sides.iter().find_map(|s| s.2) {
-            let all = sides.iter().flat_map(|s| s.1.iter());
-            if let Some((end, _, comm)) = all.clone().find(|(e, ..)| e.fd > 2) {
-                return Err(DumpError::Pipe {
-                    pid: end.pid,
-                    comm: comm.clone(),
-                    fd: end.fd,
-                    what: format!(
-                        "a socket shared with guest process {outsider}, outside the container"
-                    ),
-                });
-            }
+        if let Some(&outsider) = sides.iter().find_map(|s| s.2) {
+            let all = sides
+                .iter()
+                .flat_map(|s| s.1.iter())
+                .map(|(e, _, c)| (e.pid, e.fd, c));
+            refuse_outside(all, outsider, "a socket")?;
             continue; // standard descriptors: the restorer's instead
         }
         let mut entry = SocketPairEntry {
