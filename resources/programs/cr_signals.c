@@ -13,7 +13,9 @@
  * creates three POSIX timers: A on CLOCK_MONOTONIC every 200 ms
  * (SIGRTMIN+5, value 0x5151, counted by a handler), B on CLOCK_BOOTTIME
  * once after 50 ms (SIGRTMIN+4, value 0x4242, blocked: it stays queued)
- * and C on CLOCK_REALTIME at 1000 s for the helper thread (SIGRTMIN+6).
+ * C on CLOCK_REALTIME at 1000 s for the helper thread (SIGRTMIN+6) and D
+ * at 1000 s for the main thread (SIGRTMIN+7), whose id changes when a
+ * restart in a new process makes it.
  * With "cputimer" it creates one on CLOCK_PROCESS_CPUTIME_ID, which
  * checkpoint must refuse.
  *
@@ -23,7 +25,8 @@
  * that every queued signal is still queued, in order, with its payload and
  * sender, on the right thread; that SIGALRM keeps coming; and the timers'
  * settings; with "posixtimer", that A keeps firing with its value, that
- * B's signal is queued, from B, and that C still counts down from 1000 s;
+ * B's signal is queued, from B, and that C and D still count down from
+ * 1000 s;
  * then queues the same signals again (and arms B again) and writes
  * "PASS <n>" or "FAIL <what>" to <dir>/verdict.
  */
@@ -55,7 +58,7 @@ static pid_t sender;
 static pthread_t helper;
 static volatile int helper_request, helper_result;
 static int64_t clock_back_ns;		/* the largest step back seen */
-static timer_t timers[3];		/* posixtimer: A, B, C */
+static timer_t timers[4];		/* posixtimer: A, B, C, D */
 static int have_timers;
 static volatile uint64_t ticks;		/* timer A's signals */
 static volatile int tick_bad;		/* one came without A's value */
@@ -91,6 +94,7 @@ static int make_timers(void)
 	struct sigevent a = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 5 };
 	struct sigevent b = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 4 };
 	struct sigevent c = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN + 6 };
+	struct sigevent d = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN + 7 };
 	struct itimerspec every = { { 0, 200000000 }, { 0, 200000000 } };
 	struct itimerspec far = { { 0, 0 }, { 1000, 0 } };
 	struct sigaction sa;
@@ -103,10 +107,13 @@ static int make_timers(void)
 	b.sigev_value.sival_int = 0x4242;
 	c.sigev_value.sival_int = 0x6363;
 	c._sigev_un._tid = helper_tid;
+	d._sigev_un._tid = gettid();
 	have_timers = 1;
 	return timer_create(CLOCK_MONOTONIC, &a, &timers[0]) ||
 	       timer_create(CLOCK_BOOTTIME, &b, &timers[1]) ||
 	       timer_create(CLOCK_REALTIME, &c, &timers[2]) ||
+	       timer_create(CLOCK_MONOTONIC, &d, &timers[3]) ||
+	       timer_settime(timers[3], 0, &far, NULL) ||
 	       timer_settime(timers[0], 0, &every, NULL) ||
 	       timer_settime(timers[1], 0, &timer_b_once, NULL) ||
 	       timer_settime(timers[2], 0, &far, NULL);
@@ -141,11 +148,13 @@ static const char *check_timers(void)
 		return why;
 	}
 	timer_settime(timers[1], 0, &timer_b_once, NULL);
-	if (timer_gettime(timers[2], &cur) || cur.it_value.tv_sec < 900 ||
-	    cur.it_value.tv_sec > 1000) {
-		snprintf(why, sizeof(why), "timer C: %ld s left, not 900 to 1000",
-			 (long)cur.it_value.tv_sec);
-		return why;
+	for (int i = 2; i < 4; i++) {
+		if (timer_gettime(timers[i], &cur) || cur.it_value.tv_sec < 900 ||
+		    cur.it_value.tv_sec > 1000) {
+			snprintf(why, sizeof(why), "timer %c: %ld s left, not 900 to 1000",
+				 'A' + i, (long)cur.it_value.tv_sec);
+			return why;
+		}
 	}
 	return NULL;
 }
@@ -348,6 +357,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGUSR2);
 	sigaddset(&set, SIGWINCH);
 	sigaddset(&set, SIGRTMIN + 4);
+	sigaddset(&set, SIGRTMIN + 7);
 	pthread_sigmask(SIG_SETMASK, &set, NULL);
 	if (pthread_create(&helper, NULL, helper_main, NULL) != 0) {
 		fprintf(stderr, "cr_signals: pthread_create failed\n");

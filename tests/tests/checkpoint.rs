@@ -548,13 +548,13 @@ fn damaged_images_are_refused_with_their_errno() {
             "pending-count",
             "12 0 48 4 1",
             Errno(libc::EBADMSG),
-            "1 signals in 56 bytes",
+            "1 signals and 0 POSIX timers in 56 bytes",
         ),
         (
             "timer-count",
             "12 0 52 4 1",
             Errno(libc::EBADMSG),
-            "bad timers or 0 signals in 56 bytes",
+            "bad timers or 0 signals and 1 POSIX timers in 56 bytes",
         ),
         (
             "tid",

@@ -17,7 +17,7 @@ use crvmm_tests::ct::{
 use crvmm_tests::Sandbox;
 
 /// The container's programs: `cr_threads` (8 threads) as a child of
-/// `cr_signals` (two threads, three POSIX timers), which is its pid 1.
+/// `cr_signals` (two threads, four POSIX timers), which is its pid 1.
 const SCRIPT: &str =
     "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig posixtimer";
 
