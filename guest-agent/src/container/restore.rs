@@ -66,6 +66,16 @@ pub enum RestoreError {
     /// Storing the image in the guest failed.
     #[error("keeping the image in memory failed")]
     Memfd(#[source] io::Error),
+    /// The restore's own descriptors could not be moved above the
+    /// image's (its pipes' slots), e.g. over the agent's `RLIMIT_NOFILE`.
+    #[error("moving the restore's descriptors to fd {floor} and above failed")]
+    Descriptors {
+        /// The lowest they may take.
+        floor: i32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The guest's clocks could not be read.
     #[error("reading the guest's clocks failed")]
     Clocks(#[source] io::Error),
@@ -178,7 +188,9 @@ pub fn restore(
     let mut procs = Vec::new();
     for p in &manifest.processes {
         let (ours, theirs) = UnixStream::pair().map_err(RestoreError::Memfd)?;
-        let theirs = above(theirs.into(), pipes.floor()).map_err(RestoreError::Memfd)?;
+        let floor = pipes.floor();
+        let theirs = above(theirs.into(), floor)
+            .map_err(|source| RestoreError::Descriptors { floor, source })?;
         procs.push(RestoreProc {
             pid: p.pid,
             ppid: p.ppid,
