@@ -76,7 +76,7 @@ fn verify_accepts_a_good_image() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("note: config hash 0xca706ad5a2d095f3"),
+        stderr.contains("note: config hash 0xa4caa828ea01c58d"),
         "{stderr}"
     );
 }
@@ -162,7 +162,7 @@ fn inspect_prints_json() {
     assert_eq!(header["index"], 0);
     assert_eq!(header["offset"], 0);
     assert_eq!(header["magic"], "0x474d49524b435243");
-    assert_eq!(header["version"], 2);
+    assert_eq!(header["version"], 4);
     assert_eq!(header["page_size"], 4096);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");
@@ -406,7 +406,7 @@ fn container_image(second: &[u8]) -> Vec<u8> {
     let manifest = Manifest {
         id: "web".into(),
         kernel_release: "6.12.117-crvmm".into(),
-        kernel_format: 2,
+        kernel_format: 4,
         spec: serde_json::json!({"ociVersion": "1.0.2"}),
         processes: vec![entry(0, 1, 0), entry(1, 2, 1)],
         ..Manifest::default()
