@@ -246,7 +246,14 @@ pub fn restore(
         .map(|(image, socket)| std::thread::spawn(move || feed(image, socket)))
         .collect();
     let outcome = match go.write_all(b"s") {
-        Ok(()) => restored(spawned.pid, &report, &cgroup, &manifest, RESTART_TIMEOUT),
+        Ok(()) => restored(
+            spawned.pid,
+            &report,
+            &cgroup,
+            &manifest,
+            &log_path,
+            RESTART_TIMEOUT,
+        ),
         Err(e) => Outcome::Failed(format!("the init went away before the restore: {e}")),
     };
     drop(go);
