@@ -46,12 +46,7 @@ pub(crate) fn check_eventfds(
             return bad("no process holds it".into());
         }
         for end in &e.ends {
-            if !m.processes.iter().any(|p| p.pid == end.pid) {
-                return bad(format!("pid {} is no process of the image", end.pid));
-            }
-            if !(0..1 << 20).contains(&end.fd) || !taken.insert((end.pid, end.fd)) {
-                return bad(format!("pid {} fd {} is taken or no fd", end.pid, end.fd));
-            }
+            super::sockets::check_end(m, taken, end).or_else(bad)?;
         }
     }
     Ok(())

@@ -94,14 +94,25 @@ pub(crate) fn check_sockets(
                 ));
             }
             for end in &side.ends {
-                if !m.processes.iter().any(|p| p.pid == end.pid) {
-                    return bad(format!("pid {} is no process of the image", end.pid));
-                }
-                if !(0..1 << 20).contains(&end.fd) || !taken.insert((end.pid, end.fd)) {
-                    return bad(format!("pid {} fd {} is taken or no fd", end.pid, end.fd));
-                }
+                check_end(m, taken, end).or_else(bad)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// One descriptor of a shared object: a process of the image, a valid fd
+/// not given to another object (`taken`).
+pub(crate) fn check_end(
+    m: &Manifest,
+    taken: &mut std::collections::HashSet<(i32, i32)>,
+    end: &SocketEnd,
+) -> Result<(), String> {
+    if !m.processes.iter().any(|p| p.pid == end.pid) {
+        return Err(format!("pid {} is no process of the image", end.pid));
+    }
+    if !(0..1 << 20).contains(&end.fd) || !taken.insert((end.pid, end.fd)) {
+        return Err(format!("pid {} fd {} is taken or no fd", end.pid, end.fd));
     }
     Ok(())
 }
