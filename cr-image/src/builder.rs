@@ -43,6 +43,7 @@ impl VmaSpec {
                 flags,
                 path_len: path.len() as u32,
                 pad: 0,
+                shm_id: 0,
             },
             path,
         }

@@ -13,8 +13,9 @@ use crate::format::{
     c_str, greg, named, Creds, ErrorHeader, ImageHeader, Le, Mm, Named, PagesHeader, RecordType,
     Regs, Sighand, Task, Trailer, Vma, Wire, XstateHeader, ARCH_X86_64, AT_NULL,
     CHECKPOINT_FLAGS_MASK, FORMAT_VERSION, GREG_NAMES, IMAGE_MAGIC, MAX_GROUPS, MAX_THREADS,
-    MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, PAGE_SIZE, PROT_MASK, TRAILER_MAGIC,
-    VMA_ANON, VMA_FILE, VMA_FLAGS_MASK, VMA_GROWSDOWN, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
+    MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, PAGE_SIZE, PROT_MASK, PROT_READ,
+    TRAILER_MAGIC, VMA_ANON, VMA_FILE, VMA_FLAGS_MASK, VMA_GROWSDOWN, VMA_PAGES, VMA_SHMEM,
+    VMA_SYSV, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
 };
 use crate::{At, ImageError};
 
@@ -464,12 +465,22 @@ pub(crate) fn vma(
         return Err(ctx.bad(flags, "unknown VMA flags"));
     }
     ctx.zero(named!(Vma, v.pad))?;
-    let kind = v.flags & (VMA_ANON | VMA_FILE);
-    if kind != VMA_ANON && kind != VMA_FILE {
-        return Err(ctx.bad(flags, "not exactly one of CR_VMA_ANON and CR_VMA_FILE"));
+    let kind = v.flags & (VMA_ANON | VMA_FILE | VMA_SHMEM | VMA_SYSV);
+    if ![VMA_ANON, VMA_FILE, VMA_SHMEM, VMA_SYSV].contains(&kind) {
+        return Err(ctx.bad(
+            flags,
+            "not exactly one of CR_VMA_ANON, FILE, SHMEM and SYSV",
+        ));
     }
     let path_len = named!(Vma, v.path_len);
-    if kind == VMA_FILE {
+    let shm_id = named!(Vma, v.shm_id);
+    let shared = kind == VMA_SHMEM || kind == VMA_SYSV;
+    if !shared && v.shm_id != 0 {
+        return Err(ctx.bad(shm_id, "only a shared mapping names an object"));
+    }
+    if shared {
+        shared_vma(ctx, &v)?;
+    } else if kind == VMA_FILE {
         if v.flags & VMA_GROWSDOWN != 0 {
             return Err(ctx.bad(flags, "a file mapping cannot grow down"));
         }
@@ -495,7 +506,7 @@ pub(crate) fn vma(
             return Err(ctx.bad(start, problem));
         }
     }
-    if kind == VMA_ANON {
+    if kind != VMA_FILE {
         return Ok((v, None));
     }
     let path = payload.get(size_of::<Vma>()..).unwrap_or_default();
@@ -508,6 +519,32 @@ pub(crate) fn vma(
         return Err(ctx.field(off, "path", path.len() as u64, "not an absolute path"));
     }
     Ok((v, Some(c_str(path))))
+}
+
+/// What `cr_shared_vma_valid()` checks of a shared mapping.
+fn shared_vma(ctx: &Ctx, v: &Vma) -> Result<(), ImageError> {
+    let flags = named!(Vma, v.flags);
+    if v.flags & (VMA_GROWSDOWN | VMA_PAGES) != 0 {
+        return Err(ctx.bad(flags, "a shared mapping neither grows down nor has pages"));
+    }
+    if v.path_len != 0 {
+        return Err(ctx.bad(named!(Vma, v.path_len), "a shared mapping has no path"));
+    }
+    let pages = (v.end - v.start) / PAGE_SIZE;
+    if v.flags & VMA_SYSV != 0 {
+        if v.pgoff != 0 {
+            return Err(ctx.bad(named!(Vma, v.pgoff), "a SysV segment is mapped whole"));
+        }
+        if v.shm_id > i32::MAX as u64 {
+            return Err(ctx.bad(named!(Vma, v.shm_id), "not a SysV id"));
+        }
+        if v.prot & PROT_READ == 0 {
+            return Err(ctx.bad(named!(Vma, v.prot), "a SysV segment is mapped readable"));
+        }
+    } else if v.pgoff > (u64::MAX / PAGE_SIZE) - pages {
+        return Err(ctx.bad(named!(Vma, v.pgoff), "the mapping's end offset overflows"));
+    }
+    Ok(())
 }
 
 /// The fixed part of a pages record (`cr_fill_pages()`); returns the count.

@@ -148,26 +148,27 @@ mod tests {
         assert_eq!(v1(debug), 0x4466_7237_c968_8fb7);
     }
 
-    /// `CRVMM_4LEVEL`'s hash in a version 4 image.
-    const HASH_V4_4LEVEL: u64 = 0xa4ca_a828_ea01_c58d;
+    /// `CRVMM_4LEVEL`'s hash in a version 5 image.
+    const HASH_V5_4LEVEL: u64 = 0x5bb9_0bdd_f626_5d98;
     /// The same kernel under LA57 (the debug build's).
-    const HASH_V4_LA57_DEBUG: u64 = 0xf039_5294_a5d1_77f6;
+    const HASH_V5_LA57_DEBUG: u64 = 0x0f4a_f161_b9f6_efe3;
 
     /// Each version changes every hash (the version is the first value
     /// hashed); these are computed, with the algorithm checked above.
     #[test]
-    fn version_4_hashes() {
-        assert_eq!(FORMAT_VERSION, 4);
+    fn version_5_hashes() {
+        assert_eq!(FORMAT_VERSION, 5);
         let hash = KernelConfig::CRVMM_4LEVEL.hash();
         assert_ne!(hash, 0x1095_888b_86b8_3dcc);
-        assert_eq!(hash, HASH_V4_4LEVEL);
+        assert_eq!(hash, HASH_V5_4LEVEL);
         assert_eq!(
-            KernelConfig::recognise(HASH_V4_4LEVEL),
+            KernelConfig::recognise(HASH_V5_4LEVEL),
             Some(KernelConfig::CRVMM_4LEVEL)
         );
-        let debug = KernelConfig::recognise(HASH_V4_LA57_DEBUG).unwrap();
+        let debug = KernelConfig::recognise(HASH_V5_LA57_DEBUG).unwrap();
         assert_eq!(debug.task_size, TASK_SIZE_5LEVEL);
-        // Older images' hashes are no configuration of version 4.
+        // Older images' hashes are no configuration of version 5.
+        assert_eq!(KernelConfig::recognise(0xa4ca_a828_ea01_c58d), None);
         assert_eq!(KernelConfig::recognise(0xca70_6ad5_a2d0_95f3), None);
         assert_eq!(KernelConfig::recognise(0x3503_c920_bef7_0de6), None);
         assert_eq!(KernelConfig::recognise(0x1095_888b_86b8_3dcc), None);

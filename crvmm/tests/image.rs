@@ -76,7 +76,7 @@ fn verify_accepts_a_good_image() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("note: config hash 0xa4caa828ea01c58d"),
+        stderr.contains("note: config hash 0x5bb90bddf6265d98"),
         "{stderr}"
     );
 }
@@ -162,7 +162,7 @@ fn inspect_prints_json() {
     assert_eq!(header["index"], 0);
     assert_eq!(header["offset"], 0);
     assert_eq!(header["magic"], "0x474d49524b435243");
-    assert_eq!(header["version"], 4);
+    assert_eq!(header["version"], 5);
     assert_eq!(header["page_size"], 4096);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");

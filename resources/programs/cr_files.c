@@ -1,7 +1,7 @@
 /*
  * cr_files: a process with known open files, for checkpoint/restart tests.
  *
- *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|deleted]
+ *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|deleted]
  *
  * Works in <dir> (its working directory) and keeps open:
  *   3  <dir>/data, read-write, at offset 4321 (the file is 10000 bytes)
@@ -12,9 +12,9 @@
  *   8  /dev/zero, read-only, close-on-exec
  * With a mode it also opens, at fd 9, one thing checkpoint must refuse (a
  * packet-mode pipe, a unix socket bound to <dir>/sock, a TCP socket, an
- * epoll instance; or attaches a SysV shared memory segment) or that
- * restart needs its caller to provide (a pipe or a socketpair, at 9 and
- * 10; a FIFO, an eventfd); or, with
+ * epoll instance; or maps a memfd shared) or that restart needs its
+ * caller to provide (a pipe or a socketpair, at 9 and 10; a FIFO, an
+ * eventfd; an attached SysV shared memory segment, removed); or, with
  * "deleted", keeps
  *   9  <dir>/gone, read-write at offset 1234, 5000 bytes, deleted
  * which checkpoint saves with its content.
@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/shm.h>
 #include <sys/prctl.h>
@@ -165,7 +166,7 @@ int main(int argc, char **argv)
 	int fd, sv[2];
 
 	if (argc < 2 || argc > 3 || argv[1][0] != '/') {
-		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|deleted]\n",
+		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|deleted]\n",
 			argv[0]);
 		return 2;
 	}
@@ -228,6 +229,12 @@ int main(int argc, char **argv)
 
 			ok = id >= 0 && shmat(id, NULL, 0) != (void *)-1 &&
 			     shmctl(id, IPC_RMID, NULL) == 0;
+		} else if (!strcmp(argv[2], "memfd")) {
+			int m = memfd_create("cr_files", MFD_CLOEXEC);
+
+			ok = m >= 0 && ftruncate(m, 4096) == 0 &&
+			     mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+				  m, 0) != MAP_FAILED && close(m) == 0;
 		} else if (!strcmp(argv[2], "deleted")) {
 			unsigned char gone[GONE_SIZE];
 

@@ -109,7 +109,7 @@ fn read_image(bytes: &[u8]) -> Result<Image, ContainerError> {
             Some(Event::Header(m)) => manifest = Some(*m),
             Some(Event::Process { .. }) => kernel_images.push(Vec::new()),
             Some(Event::Data(d)) => kernel_images.last_mut().unwrap().extend_from_slice(d),
-            Some(Event::Queue { .. } | Event::ProcessEnd { .. }) => {}
+            Some(Event::Queue { .. } | Event::Shm { .. } | Event::ProcessEnd { .. }) => {}
             Some(Event::End { bytes, digest }) => {
                 return Ok(Image {
                     manifest: manifest.unwrap(),

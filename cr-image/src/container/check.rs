@@ -66,7 +66,7 @@ pub fn check_container<R: Read>(
         let mut current: Option<Running<'_>> = None;
         loop {
             match reader.next_event()? {
-                Some(Event::Header(_) | Event::Queue { .. }) => {}
+                Some(Event::Header(_) | Event::Queue { .. } | Event::Shm { .. }) => {}
                 Some(Event::Process { index, pid }) => {
                     current = Some(Running::start(scope, index, pid, *limits, json));
                 }

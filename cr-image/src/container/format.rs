@@ -1,4 +1,4 @@
-//! The container image format, version 2: constants, the manifest, and the
+//! The container image format, version 3: constants, the manifest, and the
 //! record header shared by the writer and the reader.
 //!
 //! A container image is a stream of records laid out like the kernel's
@@ -10,6 +10,8 @@
 //! HEADER            magic, version, manifest (JSON)
 //! QUEUE *           index, the bytes a pipe or socket of the manifest
 //!                   held (v2)
+//! SHM *             index, offset, bytes of a shared memory object of
+//!                   the manifest, parts that are not zero, in order (v3)
 //! ( PROCESS         index, pid in the container
 //!   DATA *          the kernel's image of that process, in chunks
 //!   PROCESS_END ) * bytes and digest of that kernel image
@@ -33,7 +35,7 @@ pub const CT_MAGIC: u64 = u64::from_le_bytes(*b"CRVMMCTR");
 pub const CT_TRAILER_MAGIC: u64 = u64::from_le_bytes(*b"CRVMMEND");
 /// The format version this crate writes; it reads this one and version 1
 /// (which has no pipes).
-pub const CT_VERSION: u32 = 2;
+pub const CT_VERSION: u32 = 3;
 
 /// Record types.
 pub const CT_REC_HEADER: u32 = 0x100;
@@ -47,6 +49,8 @@ pub const CT_REC_PROCESS_END: u32 = 0x103;
 pub const CT_REC_ERROR: u32 = 0x104;
 /// The bytes one pipe or socket of the manifest held (version 2).
 pub const CT_REC_QUEUE: u32 = 0x105;
+/// Record type: bytes of a shared memory object.
+pub const CT_REC_SHM: u32 = 0x106;
 /// The last record.
 pub const CT_REC_TRAILER: u32 = 0x1ff;
 
@@ -122,6 +126,10 @@ pub struct Manifest {
     /// The eventfds they share (see `eventfds.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eventfds: Vec<super::eventfds::EventfdEntry>,
+    /// Its shared memory (see `shm.rs`); the content follows the QUEUE
+    /// records, in SHM records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_memory: Vec<super::shm::ShmEntry>,
 }
 
 /// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME`, in nanoseconds.

@@ -8,6 +8,7 @@ pub mod eventfds;
 pub mod format;
 pub mod pipes;
 mod reader;
+pub mod shm;
 pub mod sockets;
 mod writer;
 
@@ -16,6 +17,7 @@ pub use eventfds::EventfdEntry;
 pub use format::{hex, Clocks, Digest, Manifest, ProcessEntry, ZombieEntry};
 pub use pipes::{PipeEnd, PipeEntry};
 pub use reader::{ContainerError, ContainerReader, Event};
+pub use shm::{ShmEntry, ShmKind};
 pub use sockets::{SocketEnd, SocketPairEntry, SocketSide};
 pub use writer::{ContainerWriter, Written};
 

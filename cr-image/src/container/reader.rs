@@ -13,6 +13,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::format::*;
 use super::pipes::{check_pipes, CT_MAX_PIPE_BYTES, QUEUE_FIXED};
+use super::shm::{check_data, check_shm, SHM_FIXED};
 use super::sockets::{queue_count, queue_len};
 
 /// Why a container image was refused.
@@ -58,6 +59,16 @@ pub enum Event<'a> {
         /// Its position: pipes first, then two per socketpair.
         index: u32,
         /// Its bytes.
+        data: &'a [u8],
+    },
+    /// Bytes of shared memory object `index` of the manifest, at
+    /// `offset` (what is not given is zero).
+    Shm {
+        /// The object's position in the manifest.
+        index: u32,
+        /// Where the bytes go in it.
+        offset: u64,
+        /// The bytes.
         data: &'a [u8],
     },
     /// The kernel image of process `index` (container pid `pid`) starts.
@@ -106,6 +117,8 @@ pub struct ContainerReader<R: Read> {
     manifest: Option<Manifest>,
     next_index: u32,
     next_pipe: u32,
+    /// The last SHM record's object and end.
+    shm_at: (u32, u64),
     buf: Vec<u8>,
 }
 
@@ -121,6 +134,7 @@ impl<R: Read> ContainerReader<R> {
             manifest: None,
             next_index: 0,
             next_pipe: 0,
+            shm_at: (0, 0),
             buf: Vec::new(),
         }
     }
@@ -162,6 +176,7 @@ impl<R: Read> ContainerReader<R> {
             CT_REC_ERROR => ERROR_FIXED + CT_MAX_MESSAGE,
             CT_REC_TRAILER => TRAILER_LEN,
             CT_REC_QUEUE => QUEUE_FIXED + CT_MAX_PIPE_BYTES,
+            CT_REC_SHM => SHM_FIXED + CT_MAX_CHUNK,
             _ => return Err(bad(format!("unknown record type {kind:#x}"))),
         };
         if len > max {
@@ -181,7 +196,8 @@ impl<R: Read> ContainerReader<R> {
         self.buf = payload;
         let p = &self.buf;
         let queues = self.manifest.as_ref().map_or(0, queue_count);
-        if matches!(kind, CT_REC_PROCESS | CT_REC_TRAILER) && (self.next_pipe as usize) < queues {
+        let ends_queues = matches!(kind, CT_REC_PROCESS | CT_REC_TRAILER | CT_REC_SHM);
+        if ends_queues && (self.next_pipe as usize) < queues {
             return Err(bad(format!(
                 "the data of {} of {queues} pipes and sockets",
                 self.next_pipe
@@ -195,7 +211,22 @@ impl<R: Read> ContainerReader<R> {
                 self.state = State::Between;
                 Ok(Some(Event::Header(Box::new(manifest))))
             }
-            (State::Between, CT_REC_QUEUE) if self.next_index == 0 => {
+            (State::Between, CT_REC_SHM) if self.next_index == 0 => {
+                let (index, offset) = (le_u32(p, 0), le_u64(p, 8));
+                let len = p.len().saturating_sub(SHM_FIXED);
+                if p.len() < SHM_FIXED || le_u32(p, 4) != 0 {
+                    return Err(bad("malformed shared memory record".into()));
+                }
+                let m = self.manifest.as_ref().expect("after the header");
+                check_data(m, self.shm_at, index, offset, len).map_err(bad)?;
+                self.shm_at = (index, offset + len as u64);
+                Ok(Some(Event::Shm {
+                    index,
+                    offset,
+                    data: &self.buf[SHM_FIXED..],
+                }))
+            }
+            (State::Between, CT_REC_QUEUE) if self.next_index == 0 && self.shm_at == (0, 0) => {
                 let i = self.next_pipe;
                 let want = self
                     .manifest
@@ -396,6 +427,7 @@ fn check_manifest(m: Manifest) -> Result<Manifest, String> {
         }
     }
     check_pipes(&m)?;
+    check_shm(&m)?;
     if m.processes[0].ppid != 0 {
         return Err("the first process is not the container's init".into());
     }

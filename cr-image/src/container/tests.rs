@@ -1,6 +1,8 @@
 use super::format::*;
 use super::*;
 
+mod shm;
+
 fn manifest(pids: &[(i32, i32)]) -> Manifest {
     Manifest {
         id: "c1".into(),
@@ -26,6 +28,7 @@ fn manifest(pids: &[(i32, i32)]) -> Manifest {
         pipes: Vec::new(),
         socketpairs: Vec::new(),
         eventfds: Vec::new(),
+        shared_memory: Vec::new(),
     }
 }
 
@@ -50,13 +53,16 @@ fn read_all(bytes: &[u8]) -> Result<(Manifest, Vec<Vec<u8>>), ContainerError> {
             Event::Header(m) => manifest = Some(*m),
             Event::Process { .. } => images.push(Vec::new()),
             Event::Data(d) => images.last_mut().unwrap().extend_from_slice(d),
-            Event::Queue { .. } | Event::ProcessEnd { .. } | Event::End { .. } => {}
+            Event::Queue { .. }
+            | Event::Shm { .. }
+            | Event::ProcessEnd { .. }
+            | Event::End { .. } => {}
         }
     }
     Ok((manifest.unwrap(), images))
 }
 
-fn bad_what(err: ContainerError) -> String {
+pub(super) fn bad_what(err: ContainerError) -> String {
     match err {
         ContainerError::Bad { what, .. } => what,
         other => panic!("expected a Bad record error, got {other:?}"),

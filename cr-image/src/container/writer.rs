@@ -71,6 +71,27 @@ impl<W: Write> ContainerWriter<W> {
         self.record(CT_REC_QUEUE, &payload)
     }
 
+    /// Bytes of shared memory object `index` of the manifest from `offset`
+    /// on: after the queues, before the first process, objects in order,
+    /// offsets increasing.
+    pub fn shm(&mut self, index: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.next_index != 0 || self.process.is_some() {
+            return Err(io::Error::other("shared memory after a process"));
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = (bytes.len() - at).min(CT_MAX_CHUNK);
+            let mut payload = Vec::with_capacity(super::shm::SHM_FIXED + n);
+            payload.extend(index.to_le_bytes());
+            payload.extend(0u32.to_le_bytes());
+            payload.extend((offset + at as u64).to_le_bytes());
+            payload.extend(&bytes[at..at + n]);
+            self.record(CT_REC_SHM, &payload)?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Starts the kernel image of the process with container pid `pid`;
     /// processes are numbered in the order they are begun.
     pub fn begin_process(&mut self, pid: i32) -> io::Result<u32> {

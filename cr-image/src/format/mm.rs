@@ -127,6 +127,9 @@ pub struct Vma {
     /// Zero.
     #[serde(skip)]
     pub pad: u32,
+    /// `CR_VMA_SHMEM`: the shared anonymous object (its inode number);
+    /// `CR_VMA_SYSV`: the segment's id; else zero.
+    pub shm_id: u64,
 }
 
 impl Wire for Vma {
@@ -139,6 +142,7 @@ impl Wire for Vma {
             flags: r.u32(),
             path_len: r.u32(),
             pad: r.u32(),
+            shm_id: r.u64(),
         }
     }
 
@@ -151,6 +155,7 @@ impl Wire for Vma {
         put(out, &self.flags.to_le_bytes());
         put(out, &self.path_len.to_le_bytes());
         put(out, &self.pad.to_le_bytes());
+        put(out, &self.shm_id.to_le_bytes());
     }
 }
 

@@ -50,7 +50,7 @@ pub const IMAGE_MAGIC: u64 = 0x474d_4952_4b43_5243;
 /// `CR_TRAILER_MAGIC`: "CRCKREND".
 pub const TRAILER_MAGIC: u64 = 0x444e_4552_4b43_5243;
 /// `CR_FORMAT_VERSION`.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// `CR_ARCH_X86_64`.
 pub const ARCH_X86_64: u32 = 1;
 /// x86-64's page size, the only one an image can have.
@@ -110,8 +110,12 @@ pub const VMA_FILE: u32 = 0x02;
 pub const VMA_GROWSDOWN: u32 = 0x04;
 /// `CR_VMA_PAGES`: pages records may hit this VMA.
 pub const VMA_PAGES: u32 = 0x08;
+/// `CR_VMA_SHMEM`: shared anonymous memory, provided at restart.
+pub const VMA_SHMEM: u32 = 0x10;
+/// `CR_VMA_SYSV`: a SysV shm segment attached whole.
+pub const VMA_SYSV: u32 = 0x20;
 /// Every VMA flag.
-pub const VMA_FLAGS_MASK: u32 = 0x0f;
+pub const VMA_FLAGS_MASK: u32 = 0x3f;
 
 /// Bytes of a record header (`struct cr_hdr`).
 pub const RECORD_HEADER_LEN: u32 = 8;
@@ -139,7 +143,7 @@ const _: () = assert!(size_of::<Sighand>() == 2048);
 const _: () = assert!(size_of::<Regs>() == 224);
 const _: () = assert!(size_of::<XstateHeader>() == 16);
 const _: () = assert!(size_of::<Mm>() == 624);
-const _: () = assert!(size_of::<Vma>() == 40);
+const _: () = assert!(size_of::<Vma>() == 48);
 const _: () = assert!(size_of::<PagesHeader>() == 8);
 const _: () = assert!(size_of::<ErrorHeader>() == 8);
 const _: () = assert!(size_of::<Trailer>() == 24);

@@ -4,7 +4,10 @@
 
 use super::*;
 use crate::builder::VmaSpec;
-use crate::format::{Rlimit, VMA_ANON, VMA_FILE, VMA_PAGES};
+use crate::format::{
+    Rlimit, PROT_READ, PROT_WRITE, VMA_ANON, VMA_FILE, VMA_GROWSDOWN, VMA_PAGES, VMA_SHMEM,
+    VMA_SYSV,
+};
 
 #[test]
 fn overlapping_vmas() {
@@ -49,11 +52,13 @@ fn vma_in_the_kernel_half() {
 #[test]
 fn vma_fields() {
     type Change = fn(&mut Vma);
-    let cases: [(Change, &str, usize); 9] = [
+    let cases: [(Change, &str, usize); 11] = [
         (|v| v.start += 1, "start", 0),
         (|v| v.end = v.start, "end", 8),
         (|v| v.prot = 8, "prot", 24),
-        (|v| v.flags |= 0x10, "flags", 28),
+        (|v| v.flags |= 0x40, "flags", 28),
+        (|v| v.flags = VMA_FILE | VMA_SHMEM, "flags", 28),
+        (|v| v.shm_id = 3, "shm_id", 40),
         (|v| v.flags = VMA_ANON | VMA_FILE, "flags", 28),
         (|v| v.flags = VMA_PAGES, "flags", 28),
         (|v| v.flags |= 0x04, "flags", 28),
@@ -71,13 +76,58 @@ fn vma_fields() {
     expect_field(&b, RecordType::Vma, 0, "start", 0);
 }
 
+/// A shared anonymous mapping and a SysV attachment, each naming its
+/// object, with no pages, no path and no stack flag.
+#[test]
+fn shared_vmas() {
+    use crate::builder::layout;
+    let rw = PROT_READ | PROT_WRITE;
+    let shared = |b: &mut ImageBuilder, flags, pgoff, id| {
+        let mut v = VmaSpec::new(
+            layout::ANON + 0x10000,
+            layout::ANON + 0x13000,
+            rw,
+            flags,
+            pgoff,
+            "",
+        );
+        v.vma.shm_id = id;
+        b.vmas.insert(4, v);
+        b.mm.nr_vmas += 1;
+    };
+    for (flags, pgoff, id) in [(VMA_SHMEM, 7, 1234), (VMA_SYSV, 0, 5)] {
+        let mut b = ImageBuilder::new();
+        shared(&mut b, flags, pgoff, id);
+        let s = check(&b.build().bytes).unwrap();
+        assert_eq!(s.vmas, 6, "{flags:#x}");
+    }
+    type Change = fn(&mut Vma);
+    let cases: [(Change, &str, usize); 6] = [
+        (|v| v.flags |= VMA_PAGES, "flags", 28),
+        (|v| v.flags |= VMA_GROWSDOWN, "flags", 28),
+        (|v| v.pgoff = 1, "pgoff", 16),
+        (|v| v.shm_id = 1 << 31, "shm_id", 40),
+        (|v| v.prot = PROT_WRITE, "prot", 24),
+        (|v| v.flags = VMA_SHMEM | VMA_SYSV, "flags", 28),
+    ];
+    for (change, field, offset) in cases {
+        let mut b = ImageBuilder::new();
+        shared(&mut b, VMA_SYSV, 0, 5);
+        change(&mut b.vmas[4].vma);
+        expect_field(&b, RecordType::Vma, 4, field, offset);
+    }
+    let mut b = ImageBuilder::new();
+    shared(&mut b, VMA_SHMEM, u64::MAX / 4096, 5);
+    expect_field(&b, RecordType::Vma, 4, "pgoff", 16);
+}
+
 #[test]
 fn vma_paths() {
     // A path without its NUL, with a NUL inside, relative, too short.
     for (path, field, off) in [
-        (&b"/bin/cr_target_"[..], "path", 40),
-        (b"/bin/cr\0target\0", "path", 40),
-        (b"bin/cr_target\0", "path", 40),
+        (&b"/bin/cr_target_"[..], "path", 48),
+        (b"/bin/cr\0target\0", "path", 48),
+        (b"bin/cr_target\0", "path", 48),
         (b"/\0", "", 0),
         (b"\0", "path_len", 32),
     ] {

@@ -349,7 +349,7 @@ fn inspect_writes_every_record_and_the_summary() {
     let header = &records[0];
     assert_eq!(header["type"], "header");
     assert_eq!(header["magic"], "0x474d49524b435243");
-    assert_eq!(header["version"], 4);
+    assert_eq!(header["version"], 5);
     assert_eq!(header["release"], "6.12.117-crvmm");
     assert_eq!(records[1]["comm"], "cr_target");
     assert_eq!(records[1]["nr_threads"], 1);
@@ -414,6 +414,7 @@ fn vma_records_decode_all_fields() {
         flags: 0x0a,
         path_len: 15,
         pad: 0,
+        shm_id: 0,
     };
     assert_eq!((vma, path.as_deref()), (&want, Some(layout::PATH)));
 }

@@ -17,9 +17,9 @@ fn bad_magic() {
 
 #[test]
 fn other_version() {
-    // Versions 1 (no thread records), 2 (no pipes) and 3 (no POSIX
-    // timers) are no longer read, nor any other.
-    for version in [1, 2, 3, 5, 0] {
+    // Versions 1 (no thread records), 2 (no pipes), 3 (no POSIX timers)
+    // and 4 (no shared memory) are no longer read, nor any other.
+    for version in [1, 2, 3, 4, 6, 0] {
         let mut b = ImageBuilder::new();
         b.header.version = version;
         let e = built_error(&b);
@@ -28,7 +28,7 @@ fn other_version() {
             "{e}"
         );
         assert_eq!(e.at(), at(0, RecordType::Header, 16));
-        assert!(e.to_string().contains("this build reads version 4"), "{e}");
+        assert!(e.to_string().contains("this build reads version 5"), "{e}");
     }
 }
 
@@ -385,7 +385,7 @@ fn absurd_lengths_are_refused_before_reading() {
     put_u32(&mut bytes, vma.payload() + 32, u32::MAX);
     let e = error_of(&bytes);
     assert!(
-        matches!(e, ImageError::LengthMismatch { len: 55, .. }),
+        matches!(e, ImageError::LengthMismatch { len: 63, .. }),
         "{e}"
     );
     assert_eq!(e.at().offset, vma.payload() as u64 + 32);

@@ -20,6 +20,7 @@ mod dump;
 mod eventfds;
 mod fds;
 mod pipes;
+mod shm;
 mod sink;
 mod sockets;
 mod unix_diag;
@@ -345,10 +346,10 @@ pub fn checkpoint<S: Write>(
         thaw_after_failure(&container);
     };
     let (dumped, stalled) = watchdog::guard(STALL_LIMIT, &status, on_stall, || {
-        let (manifest, pipe_data) =
+        let (manifest, pipe_data, shared) =
             manifest(&container, &request, kernel_format).map_err(|e| (e, None))?;
         let sink = ImageSink::new(sink, request.zstd).map_err(|e| (DumpError::Header(e), None))?;
-        dump_image(sink, &manifest, &pipe_data, &status)
+        dump_image(sink, &manifest, (&pipe_data, &shared), &status)
             .map(|(written, part)| (manifest, written, part))
     });
     if stalled {
@@ -464,13 +465,13 @@ fn check_runs(container: &Container, lifecycle: &Lifecycle) -> Result<(), Checkp
     Ok(())
 }
 
-/// What the image says about the frozen container, and the bytes its
-/// pipes and sockets held.
+/// What the image says about the frozen container, the bytes its pipes
+/// and sockets held, and its shared memory.
 fn manifest(
     container: &Container,
     request: &ContainerCheckpoint,
     kernel_format: u32,
-) -> Result<(Manifest, Vec<Vec<u8>>), DumpError> {
+) -> Result<(Manifest, Vec<Vec<u8>>, shm::SharedMemory), DumpError> {
     let pids = container.processes().map_err(DumpError::List)?;
     let found = dump::inspect(&pids)?;
     let processes = dump::tree(container.init, &found.processes)?;
@@ -479,6 +480,8 @@ fn manifest(
     let pipes = pipes::collect(&processes, &config.rootfs)?;
     let sockets = sockets::collect(&processes, container.init)?;
     let eventfds = eventfds::collect(&processes)?;
+    let ipc_ns = config.has(super::spec::Namespace::Ipc);
+    let shared = shm::collect(&processes, container.init, ipc_ns)?;
     let manifest = Manifest {
         id: container.id.clone(),
         created: SystemTime::now()
@@ -505,11 +508,12 @@ fn manifest(
         pipes: pipes.entries,
         socketpairs: sockets.entries,
         eventfds,
+        shared_memory: shared.entries.clone(),
     };
     // In the order of the QUEUE records: the pipes', then the sockets'.
     let mut queues = pipes.data;
     queues.extend(sockets.queues);
-    Ok((manifest, queues))
+    Ok((manifest, queues, shared))
 }
 
 /// The container's spec as it was given at create, else as parsed.
@@ -531,7 +535,7 @@ type Failed<'a, S> = (DumpError, Option<Box<Writer<'a, S>>>);
 fn dump_image<'a, S: Write>(
     sink: ImageSink<'a, S>,
     manifest: &Manifest,
-    pipe_data: &[Vec<u8>],
+    (pipe_data, shared): (&[Vec<u8>], &shm::SharedMemory),
     status: &SinkStatus,
 ) -> Result<(Written, Option<PartFile>), Failed<'a, S>> {
     let mut writer =
@@ -540,6 +544,9 @@ fn dump_image<'a, S: Write>(
         if let Err(e) = writer.queue(i as u32, data) {
             return Err((DumpError::Header(e), Some(Box::new(writer))));
         }
+    }
+    if let Err(e) = shared.write(&mut writer) {
+        return Err((DumpError::SharedData(e), Some(Box::new(writer))));
     }
     if let Err(e) = dump::dump_processes(&mut writer, manifest, status) {
         return Err((e, Some(Box::new(writer))));

@@ -85,9 +85,10 @@ pub(super) enum Step {
     RestoreSession,
     RestoreClock,
     RestorePipe,
+    RestoreShm,
 }
 
-pub(super) const STEPS: [Step; 28] = [
+pub(super) const STEPS: [Step; 29] = [
     Step::Ready,
     Step::Stdio,
     Step::WaitParent,
@@ -116,6 +117,7 @@ pub(super) const STEPS: [Step; 28] = [
     Step::RestoreSession,
     Step::RestoreClock,
     Step::RestorePipe,
+    Step::RestoreShm,
 ];
 
 /// Descriptors the child uses, open in the parent.

@@ -480,6 +480,9 @@ fn describe(record: &Record, config: &Config) -> String {
                  what it held"
             )
         }
+        Step::RestoreShm => format!(
+            "making SysV shm segment {i} of the image again in the container's IPC namespace              (shm_next_id, shmget, IPC_SET, its content)"
+        ),
     }
 }
 

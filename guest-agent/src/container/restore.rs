@@ -24,15 +24,18 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crvmm_cr_image::container::{ContainerReader, Event, Manifest};
+use crvmm_cr_image::container::{ContainerReader, Event, Manifest, ShmKind};
 use crvmm_protocol::transfer::{read_incoming, Incoming};
 use crvmm_protocol::{AgentError, ContainerInfo, ContainerRestore, ErrorKind, Response};
 
 use super::cgroup::Cgroup;
-use super::restorer::{above, PipePlan, RestorePlan, RestoreProc, RestoreZombie};
+use super::restorer::{
+    above, CrShmFd, PipePlan, RestorePlan, RestoreProc, RestoreZombie, Segment, ShmPlan,
+};
 use super::spec::{self, Namespace};
 use super::{adopt, create, prepare, Container, ContainerError, Lifecycle, Registry};
 
+mod shm;
 mod watch_restart;
 use watch_restart::{restored, Outcome};
 
@@ -76,6 +79,9 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    /// A shared memory object could not be made again.
+    #[error("making the image's shared memory again failed")]
+    SharedMemory(#[source] io::Error),
     /// The guest's clocks could not be read.
     #[error("reading the guest's clocks failed")]
     Clocks(#[source] io::Error),
@@ -166,7 +172,7 @@ pub fn restore(
     input: impl Read,
 ) -> Result<ContainerInfo, RestoreError> {
     let reservation = registry.reserve(id)?;
-    let (manifest, images, pipe_data) = load(input)?;
+    let (manifest, images, pipe_data, shm_fds) = load(input)?;
     check_kernel(&manifest)?;
     let (spec, config) = spec::parse(&manifest.spec).map_err(|source| ContainerError::Spec {
         id: id.to_owned(),
@@ -201,6 +207,13 @@ pub fn restore(
         agent_ends.push(ours);
         child_ends.push(theirs);
     }
+    let floor = pipes.floor();
+    let shm_fds = shm_fds
+        .into_iter()
+        .map(|fd| above(fd, floor))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| RestoreError::Descriptors { floor, source })?;
+    let shm = shm_plan(&manifest, &shm_fds);
     let zombies = manifest
         .zombies
         .iter()
@@ -225,6 +238,7 @@ pub fn restore(
         clock_offsets,
         set_tid: config.has(Namespace::Pid),
         pipes,
+        shm,
     };
     let spawned = match create::spawn_restorer(&config, &cgroup, &log_path, plan) {
         Ok(spawned) => spawned,
@@ -239,6 +253,7 @@ pub fn restore(
         }
     };
     drop(child_ends);
+    drop(shm_fds);
     let (mut go, report) = spawned.gate.into_pipes();
     let feeders: Vec<_> = images
         .into_iter()
@@ -271,6 +286,7 @@ pub fn restore(
             log,
         });
     }
+    remove_segments(id, spawned.pid, &manifest);
     let lifecycle = Lifecycle {
         started: true,
         ..Lifecycle::default()
@@ -293,9 +309,86 @@ pub fn restore(
     Ok(container.info(&lifecycle))
 }
 
-/// The manifest, each process's kernel image (in a memfd) and the bytes
-/// of each pipe.
-type Loaded = (Manifest, Vec<File>, Vec<Vec<u8>>);
+/// The manifest, each process's kernel image (in a memfd), the bytes of
+/// each pipe and a descriptor on each shared memory object.
+type Loaded = (Manifest, Vec<File>, Vec<Vec<u8>>, Vec<OwnedFd>);
+
+/// What the init and each process need of the shared memory objects
+/// `fds` (in the manifest's order).
+fn shm_plan(manifest: &Manifest, fds: &[OwnedFd]) -> ShmPlan {
+    let mut plan = ShmPlan {
+        segments: Vec::new(),
+        provided: vec![Vec::new(); manifest.processes.len()],
+    };
+    for (e, fd) in manifest.shared_memory.iter().zip(fds) {
+        let fd = fd.as_raw_fd();
+        if e.kind == ShmKind::Sysv {
+            plan.segments.push(Segment {
+                next_id: std::ffi::CString::new(format!("{}\n", e.id)).expect("no NUL"),
+                id: e.id as i32,
+                key: e.key,
+                size: e.size as usize,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                content: fd,
+            });
+            continue;
+        }
+        for pid in &e.pids {
+            if let Some(i) = manifest.processes.iter().position(|p| p.pid == *pid) {
+                plan.provided[i].push(CrShmFd {
+                    id: e.id,
+                    fd,
+                    pad: 0,
+                });
+            }
+        }
+    }
+    plan
+}
+
+/// Removes (`IPC_RMID`) the segments that were removed while attached,
+/// now that every process attached them again; from a thread in the
+/// container's IPC namespace (its init is guest pid `init`). A failure is
+/// logged: such a segment has no key, so nothing finds it by chance, and
+/// it goes with the namespace.
+fn remove_segments(id: &str, init: i32, manifest: &Manifest) {
+    let removed: Vec<i32> = manifest
+        .shared_memory
+        .iter()
+        .filter(|e| e.kind == ShmKind::Sysv && e.removed)
+        .map(|e| e.id as i32)
+        .collect();
+    if removed.is_empty() {
+        return;
+    }
+    let result = File::open(format!("/proc/{init}/ns/ipc")).and_then(|ns| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns on a descriptor we own, for this thread.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    for &shmid in &removed {
+                        // SAFETY: IPC_RMID takes no buffer.
+                        let r =
+                            unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+                        if r < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("thread died")))
+        })
+    });
+    if let Err(e) = result {
+        log!("container {id}: cannot mark its removed SysV shm segments removed again: {e}");
+    }
+}
 
 /// Reads and checks the whole image; each process's kernel image goes to a
 /// memfd. A zstd-compressed image is recognised by its magic.
@@ -314,16 +407,25 @@ fn load(input: impl Read) -> Result<Loaded, RestoreError> {
     let mut reader = ContainerReader::new(reader);
     let mut images: Vec<File> = Vec::new();
     let mut pipes = Vec::new();
+    let mut staged = shm::Staged::default();
     loop {
         match reader.next_event().map_err(RestoreError::Image)? {
+            Some(Event::Header(m)) => {
+                staged = shm::Staged::new(&m.shared_memory).map_err(RestoreError::SharedMemory)?;
+            }
             Some(Event::Queue { data, .. }) => pipes.push(data.to_vec()),
+            Some(Event::Shm {
+                index,
+                offset,
+                data,
+            }) => staged.fill(index, offset, data),
             Some(Event::Process { index, .. }) => images.push(memfd(index)?),
             Some(Event::Data(bytes)) => {
                 let image = images.last_mut().expect("data comes inside a process");
                 image.write_all(bytes).map_err(RestoreError::Memfd)?;
             }
             Some(Event::End { .. }) | None => break,
-            Some(Event::Header(_) | Event::ProcessEnd { .. }) => {}
+            Some(Event::ProcessEnd { .. }) => {}
         }
     }
     let manifest = reader
@@ -333,7 +435,7 @@ fn load(input: impl Read) -> Result<Loaded, RestoreError> {
     for image in &mut images {
         image.rewind().map_err(RestoreError::Memfd)?;
     }
-    Ok((manifest, images, pipes))
+    Ok((manifest, images, pipes, staged.into_fds()))
 }
 
 fn memfd(index: u32) -> Result<File, RestoreError> {

@@ -24,7 +24,13 @@ use super::child::{report, Prepared, Step};
 use super::create::CloneArgs;
 
 mod pipes;
+mod shm;
 pub(super) use pipes::{above, PipePlan};
+pub(super) use shm::{CrShmFd, Segment, ShmPlan};
+
+/// Restart flag: the fifth and sixth arguments give the shared memory
+/// objects (`CR_RESTART_SHM`).
+const CR_RESTART_SHM: libc::c_ulong = 0x1;
 
 /// x86-64 system call number of restart(2) (`CR_NR_RESTART`).
 const NR_RESTART: libc::c_long = 464;
@@ -67,12 +73,18 @@ pub(super) struct RestorePlan {
     pub(super) set_tid: bool,
     /// The pipes its processes share (see `restorer/pipes.rs`).
     pub(super) pipes: PipePlan,
+    /// Their shared memory (see `restorer/shm.rs`).
+    pub(super) shm: ShmPlan,
 }
 
 impl RestorePlan {
     /// Descriptors the child must keep.
     pub(super) fn fds(&self) -> impl Iterator<Item = u32> + '_ {
-        self.procs.iter().map(|p| p.fd as u32)
+        let shm = &self.shm;
+        let segments = shm.segments.iter().map(|s| s.content);
+        let provided = shm.provided.iter().flatten().map(|o| o.fd);
+        let procs = self.procs.iter().map(|p| p.fd);
+        procs.chain(segments).chain(provided).map(|fd| fd as u32)
     }
 }
 
@@ -85,6 +97,7 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
         enter_time_namespace(p, offsets);
     }
     pipes::make_pipes(p, &plan.pipes);
+    shm::make_segments(p, &plan.shm);
     // SAFETY: runs in the single-threaded child; plain system calls on the
     // plan prepared before the clone, which lives until the process ends.
     unsafe {
@@ -127,7 +140,18 @@ pub(super) fn restore_tree(p: &Prepared, plan: &RestorePlan) -> ! {
         }
         libc::close(p.fds.go);
         libc::prctl(libc::PR_SET_NAME, c"crvmm-restore".as_ptr(), 0, 0, 0);
-        libc::syscall(NR_RESTART, 0, procs[me].fd, 0, 2);
+        match plan.shm.provided.get(me).filter(|v| !v.is_empty()) {
+            Some(shm) => libc::syscall(
+                NR_RESTART,
+                0,
+                procs[me].fd,
+                CR_RESTART_SHM,
+                2,
+                shm.as_ptr(),
+                shm.len() as libc::c_uint,
+            ),
+            None => libc::syscall(NR_RESTART, 0, procs[me].fd, 0, 2),
+        };
         fail(p, Step::Restart, me)
     }
 }

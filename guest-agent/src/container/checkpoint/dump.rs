@@ -140,6 +140,19 @@ pub enum DumpError {
         /// What the pipe is, in words.
         what: String,
     },
+    /// Shared memory that cannot be saved.
+    #[error("process {pid} ({comm}): {what}: not supported")]
+    Shared {
+        /// Its pid in the container.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// What it maps, in words.
+        what: String,
+    },
+    /// Shared memory could not be read (or its records written).
+    #[error("saving the container's shared memory")]
+    SharedData(#[source] io::Error),
     /// Writing the image failed (a destination, or the writer itself).
     #[error("writing the image of process {pid} ({comm})")]
     Write {
@@ -162,12 +175,15 @@ impl DumpError {
         match self {
             DumpError::Kernel { errno, .. } => *errno as i32,
             DumpError::TooMany(_) => libc::E2BIG,
-            DumpError::Unsupported { .. } | DumpError::Pipe { .. } => libc::EOPNOTSUPP,
+            DumpError::Unsupported { .. } | DumpError::Pipe { .. } | DumpError::Shared { .. } => {
+                libc::EOPNOTSUPP
+            }
             DumpError::OutsideParent { .. } => libc::EBUSY,
             DumpError::Status(_) | DumpError::NoInit(_) => libc::ESRCH,
             DumpError::List(_) => libc::EIO,
             DumpError::Proc { source, .. }
             | DumpError::Header(source)
+            | DumpError::SharedData(source)
             | DumpError::Prepare { source, .. }
             | DumpError::Write { source, .. }
             | DumpError::Finish(source) => source.raw_os_error().unwrap_or(libc::EIO),
@@ -176,12 +192,14 @@ impl DumpError {
 
     /// True when the kernel refused something it does not support.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, DumpError::Unsupported { .. } | DumpError::Pipe { .. })
-            || matches!(
-                self,
-                DumpError::Kernel { errno, .. }
-                    if matches!(errno, Errno::EOPNOTSUPP | Errno::ETOOMANYREFS)
-            )
+        matches!(
+            self,
+            DumpError::Unsupported { .. } | DumpError::Pipe { .. } | DumpError::Shared { .. }
+        ) || matches!(
+            self,
+            DumpError::Kernel { errno, .. }
+                if matches!(errno, Errno::EOPNOTSUPP | Errno::ETOOMANYREFS)
+        )
     }
 }
 
