@@ -1,7 +1,7 @@
 /*
  * cr_files: a process with known open files, for checkpoint/restart tests.
  *
- *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|deleted]
+ *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|sharedfile|shmpart|deleted]
  *
  * Works in <dir> (its working directory) and keeps open:
  *   3  <dir>/data, read-write, at offset 4321 (the file is 10000 bytes)
@@ -12,7 +12,8 @@
  *   8  /dev/zero, read-only, close-on-exec
  * With a mode it also opens, at fd 9, one thing checkpoint must refuse (a
  * packet-mode pipe, a unix socket bound to <dir>/sock, a TCP socket, an
- * epoll instance; or maps a memfd shared) or that restart needs its
+ * epoll instance; or maps a memfd or <dir>/shared shared, or attaches a
+ * SysV segment and makes part of it read-only) or that restart needs its
  * caller to provide (a pipe or a socketpair, at 9 and 10; a FIFO, an
  * eventfd; an attached SysV shared memory segment, removed); or, with
  * "deleted", keeps
@@ -166,7 +167,7 @@ int main(int argc, char **argv)
 	int fd, sv[2];
 
 	if (argc < 2 || argc > 3 || argv[1][0] != '/') {
-		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|deleted]\n",
+		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|sharedfile|shmpart|deleted]\n",
 			argv[0]);
 		return 2;
 	}
@@ -235,6 +236,20 @@ int main(int argc, char **argv)
 			ok = m >= 0 && ftruncate(m, 4096) == 0 &&
 			     mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
 				  m, 0) != MAP_FAILED && close(m) == 0;
+		} else if (!strcmp(argv[2], "sharedfile")) {
+			int m;
+
+			snprintf(path, sizeof(path), "%s/shared", lab_dir);
+			m = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+			ok = m >= 0 && ftruncate(m, 4096) == 0 &&
+			     mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED,
+				  m, 0) != MAP_FAILED && close(m) == 0;
+		} else if (!strcmp(argv[2], "shmpart")) {
+			int id = shmget(IPC_PRIVATE, 8192, IPC_CREAT | 0600);
+			char *at = id < 0 ? (char *)-1 : shmat(id, NULL, 0);
+
+			ok = at != (char *)-1 && shmctl(id, IPC_RMID, NULL) == 0 &&
+			     mprotect(at, 4096, PROT_READ) == 0;
 		} else if (!strcmp(argv[2], "deleted")) {
 			unsigned char gone[GONE_SIZE];
 
