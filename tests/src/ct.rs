@@ -105,6 +105,30 @@ pub fn wait_verdict(agent: &mut AgentConnection, init: u32, dir: &str) -> String
     }
 }
 
+/// The count of a lab program ("count N" in `/tmp/<dir>/state`) of the
+/// container whose init is guest pid `init`.
+pub fn lab_count(agent: &mut AgentConnection, init: u32, dir: &str) -> Option<u64> {
+    container_file(agent, init, &format!("{dir}/state"))?
+        .strip_prefix("count ")?
+        .parse()
+        .ok()
+}
+
+/// Waits up to two minutes for that count to pass `above`; the count.
+pub fn wait_lab_count_above(agent: &mut AgentConnection, init: u32, dir: &str, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(n) = lab_count(agent, init, dir).filter(|&n| n > above) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/tmp/{dir}: the count does not pass {above}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The number in `/tmp/<file>` of the container whose init is guest pid
 /// `init`, if it holds one.
 pub fn container_number(agent: &mut AgentConnection, init: u32, file: &str) -> Option<u64> {

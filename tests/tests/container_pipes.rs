@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ClientError, ContainerCheckpoint, ExecRequest};
 use crvmm_tests::ct::{
-    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_file,
-    container_number, container_sh, restore, wait_verdict,
+    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_number,
+    container_sh, lab_count, restore, wait_lab_count_above, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -28,24 +28,11 @@ use crvmm_tests::Sandbox;
 const PIPES: &str = "exec /usr/lib/crvmm/programs/cr_pipes /tmp/pipes /tmp/pipes.fifo";
 
 fn count(agent: &mut AgentConnection, init: u32) -> Option<u64> {
-    container_file(agent, init, "pipes/state")?
-        .strip_prefix("count ")?
-        .parse()
-        .ok()
+    lab_count(agent, init, "pipes")
 }
 
 fn wait_count_above(agent: &mut AgentConnection, init: u32, above: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(n) = count(agent, init).filter(|&n| n > above) {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cr_pipes does not count past {above}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_lab_count_above(agent, init, "pipes", above)
 }
 
 /// The container's processes and their descriptors, as "pid: fds" lines.

@@ -12,14 +12,14 @@
 //! - A shared mapping of a memfd is refused, named, and the container
 //!   runs on.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crvmm_cr_image::container::ShmKind;
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ClientError, ContainerCheckpoint};
 use crvmm_tests::ct::{
-    assert_kernel_clean, boot, checkpoint_streamed, container_file, container_sh, restore,
-    wait_verdict,
+    assert_kernel_clean, boot, checkpoint_streamed, container_sh, lab_count, restore,
+    wait_lab_count_above, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -27,24 +27,11 @@ const SHM: &str = "exec /usr/lib/crvmm/programs/cr_shm /tmp/shm";
 const PAGE: u64 = 4096;
 
 fn count(agent: &mut AgentConnection, init: u32) -> Option<u64> {
-    container_file(agent, init, "shm/state")?
-        .strip_prefix("count ")?
-        .parse()
-        .ok()
+    lab_count(agent, init, "shm")
 }
 
 fn wait_count_above(agent: &mut AgentConnection, init: u32, above: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(n) = count(agent, init).filter(|&n| n > above) {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cr_shm does not count past {above}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_lab_count_above(agent, init, "shm", above)
 }
 
 /// Counts on past `at`, then checks itself on SIGUSR1: PASS.
@@ -105,6 +92,22 @@ fn shared_memory_stays_shared_across_restore() {
     );
 
     restore(&mut a, "again", &image).unwrap();
+    assert_passes(&mut a, "again", at);
+    // What a restore made is checkpointed again the same way: the
+    // anonymous object is a `/dev/zero` one again, the segments keep
+    // their ids.
+    let (_, second) = checkpoint_streamed(vm_a.as_ref(), "again", false);
+    let check = crvmm_cr_image::container::check_container(&second[..], &limits, false).unwrap();
+    let kinds: Vec<_> = check
+        .manifest
+        .shared_memory
+        .iter()
+        .map(|e| (e.kind, e.size))
+        .collect();
+    let first: Vec<_> = shm.iter().map(|e| (e.kind, e.size)).collect();
+    assert_eq!(kinds, first);
+    a.container_delete("again", true).unwrap();
+    restore(&mut a, "again", &second).unwrap();
     assert_passes(&mut a, "again", at);
     let (vm_b, mut b) = boot(&sandbox, "shm-b", 384, Some(2));
     restore(&mut b, "shm", &image).unwrap();

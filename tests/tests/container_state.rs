@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ExecRequest};
 use crvmm_tests::ct::{
-    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_file,
-    container_number, container_sh as exec, restore, wait_verdict,
+    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_number,
+    container_sh as exec, lab_count, restore, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -21,17 +21,10 @@ use crvmm_tests::Sandbox;
 const SCRIPT: &str =
     "P=/usr/lib/crvmm/programs; $P/cr_threads /tmp/thr & exec $P/cr_signals /tmp/sig posixtimer";
 
-fn count(agent: &mut AgentConnection, init: u32, dir: &str) -> Option<u64> {
-    container_file(agent, init, &format!("{dir}/state"))?
-        .strip_prefix("count ")?
-        .parse()
-        .ok()
-}
-
 fn wait_counting(agent: &mut AgentConnection, init: u32, above: [u64; 2]) -> [u64; 2] {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let now = [count(agent, init, "thr"), count(agent, init, "sig")];
+        let now = [lab_count(agent, init, "thr"), lab_count(agent, init, "sig")];
         if let [Some(t), Some(s)] = now {
             if t > above[0] && s > above[1] {
                 return [t, s];
@@ -93,8 +86,8 @@ fn threads_signals_and_timers_survive_container_migration() {
     let (report, image) = checkpoint_streamed(vm_a.as_ref(), "suite", false);
     assert_eq!(report.processes, 2, "{report:?}");
     let at = [
-        count(&mut a, info.pid, "thr").unwrap_or(0),
-        count(&mut a, info.pid, "sig").unwrap_or(0),
+        lab_count(&mut a, info.pid, "thr").unwrap_or(0),
+        lab_count(&mut a, info.pid, "sig").unwrap_or(0),
     ];
     a.container_delete("suite", true).unwrap();
     // The host reads it as the kernel will: every kernel image checks out.

@@ -293,10 +293,21 @@ fn with_pipes() -> (Manifest, Vec<Vec<u8>>) {
 }
 
 fn pipe_image(m: &Manifest, data: &[Vec<u8>]) -> Vec<u8> {
+    image_of(m, |w| {
+        for (i, d) in data.iter().enumerate() {
+            w.queue(i as u32, d).unwrap();
+        }
+    })
+}
+
+/// An image of `m`: what `before` writes, then a small kernel image for
+/// each process.
+pub(super) fn image_of(
+    m: &Manifest,
+    before: impl FnOnce(&mut ContainerWriter<Vec<u8>>),
+) -> Vec<u8> {
     let mut w = ContainerWriter::new(Vec::new(), m).unwrap();
-    for (i, d) in data.iter().enumerate() {
-        w.queue(i as u32, d).unwrap();
-    }
+    before(&mut w);
     for p in &m.processes {
         w.begin_process(p.pid).unwrap();
         w.data(b"kernel image").unwrap();

@@ -3,7 +3,7 @@
 
 use super::super::format::*;
 use super::super::*;
-use super::{bad_what, manifest};
+use super::{bad_what, image_of, manifest};
 
 fn with_shm() -> Manifest {
     let mut m = manifest(&[(1, 0), (7, 1)]);
@@ -34,16 +34,11 @@ type Parts = [(u32, u64, Vec<u8>)];
 
 /// An image of `m` with SHM records `parts`.
 fn shm_image(m: &Manifest, parts: &Parts) -> Vec<u8> {
-    let mut w = ContainerWriter::new(Vec::new(), m).unwrap();
-    for (i, offset, bytes) in parts {
-        w.shm(*i, *offset, bytes).unwrap();
-    }
-    for p in &m.processes {
-        w.begin_process(p.pid).unwrap();
-        w.data(b"kernel image").unwrap();
-        w.end_process().unwrap();
-    }
-    w.finish().unwrap().0
+    image_of(m, |w| {
+        for (i, offset, bytes) in parts {
+            w.shm(*i, *offset, bytes).unwrap();
+        }
+    })
 }
 
 #[test]
