@@ -42,8 +42,8 @@ fn main() -> std::io::Result<()> {
 /// one with a three-process tree.
 fn container_seeds(kernel: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
     use crvmm_cr_image::container::{
-        ContainerWriter, Manifest, PipeEnd, PipeEntry, ProcessEntry, SocketEnd, SocketPairEntry,
-        SocketSide,
+        ContainerWriter, Manifest, PipeEnd, PipeEntry, ProcessEntry, ShmEntry, ShmKind, SocketEnd,
+        SocketPairEntry, SocketSide,
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/container");
     std::fs::create_dir_all(&dir)?;
@@ -100,10 +100,33 @@ fn container_seeds(kernel: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
                 sides: [side(2, 5, 6, vec![2, 4]), side(3, 6, 0, vec![])],
             }];
             queues = vec![&b"hello"[..], b"hither", b""];
+            // And shared memory: an anonymous object of processes 1 and
+            // 2, a removed SysV segment.
+            manifest.shared_memory = vec![
+                ShmEntry {
+                    kind: ShmKind::Anon,
+                    id: 1234,
+                    size: 8192,
+                    pids: vec![1, 2],
+                    ..ShmEntry::default()
+                },
+                ShmEntry {
+                    kind: ShmKind::Sysv,
+                    id: 5,
+                    size: 100,
+                    mode: 0o600,
+                    removed: true,
+                    ..ShmEntry::default()
+                },
+            ];
         }
         let mut w = ContainerWriter::new(Vec::new(), &manifest)?;
         for (i, q) in queues.iter().enumerate() {
             w.queue(i as u32, q)?;
+        }
+        if !manifest.shared_memory.is_empty() {
+            w.shm(0, 4096, b"shared")?;
+            w.shm(1, 0, b"segment")?;
         }
         for (p, bytes) in processes.iter().zip(&data) {
             w.begin_process(p.pid)?;

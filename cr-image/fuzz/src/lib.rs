@@ -1,11 +1,13 @@
 //! What the `image` fuzz target checks of each input, and the seeds it
 //! starts from.
 
-use crvmm_cr_image::builder::{layout, reseal, user_signal, Failure, FileSpec, ImageBuilder};
+use crvmm_cr_image::builder::{
+    layout, reseal, user_signal, Failure, FileSpec, ImageBuilder, VmaSpec,
+};
 use crvmm_cr_image::builder::{SI_QUEUE, SI_TKILL, SI_USER};
 use crvmm_cr_image::format::{
     Itimer, PosixTimer, Restart, Siginfo, FILE_EVENTFD, FUTEX_SHARED, MAX_FILES, MAX_THREADS,
-    O_APPEND, O_RDONLY, O_RDWR, O_WRONLY, PAGE_SIZE,
+    O_APPEND, O_RDONLY, O_RDWR, O_WRONLY, PAGE_SIZE, PROT_READ, PROT_WRITE, VMA_SHMEM, VMA_SYSV,
 };
 use crvmm_cr_image::{inspect, verify, Limits};
 
@@ -112,6 +114,20 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     files.add_file(FileSpec::pipe(11, O_RDWR, 77, 0, Some("/tmp/fifo")));
     files.add_file(FileSpec::unix(12, 2, 900, 901));
     files.add_file(FileSpec::new(13, FILE_EVENTFD, O_RDWR, ""));
+    // Shared anonymous memory (at an offset into its object) and a SysV
+    // attachment, after the heap.
+    let mut shared = one_page.clone();
+    for (i, (flags, pgoff, id)) in [(VMA_SHMEM, 3, 1234), (VMA_SYSV, 0, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let start = layout::ANON + 0x10000 * (i as u64 + 1);
+        let rw = PROT_READ | PROT_WRITE;
+        let mut v = VmaSpec::new(start, start + 0x3000, rw, flags, pgoff, "");
+        v.vma.shm_id = id;
+        shared.vmas.insert(4 + i, v);
+    }
+    shared.mm.nr_vmas = shared.vmas.len() as u64;
     let mut failed = one_page.clone();
     failed.failure = Some(Failure {
         after: 15,
@@ -130,6 +146,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("two-records", two_records.build().bytes),
         ("threads", threads.build().bytes),
         ("files", files.build().bytes),
+        ("shared", shared.build().bytes),
         ("failed", failed.build().bytes),
         ("refused", refused.build().bytes),
     ]
