@@ -14,8 +14,8 @@ use crate::format::{
     Regs, Sighand, Task, Trailer, Vma, Wire, XstateHeader, ARCH_X86_64, AT_NULL,
     CHECKPOINT_FLAGS_MASK, FORMAT_VERSION, GREG_NAMES, IMAGE_MAGIC, MAX_GROUPS, MAX_THREADS,
     MAX_VMAS, MIN_XSTATE, PAGES_PER_CHUNK, PAGE_ENTRY_LEN, PAGE_SIZE, PROT_MASK, PROT_READ,
-    TRAILER_MAGIC, VMA_ANON, VMA_FILE, VMA_FLAGS_MASK, VMA_GROWSDOWN, VMA_PAGES, VMA_SHMEM,
-    VMA_SYSV, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
+    TRAILER_MAGIC, VMA_ANON, VMA_EXE, VMA_FILE, VMA_FLAGS_MASK, VMA_GROWSDOWN, VMA_PAGES,
+    VMA_SHMEM, VMA_SYSV, XSAVE_HDR_XCOMP_BV, XSAVE_HDR_XFEATURES,
 };
 use crate::{At, ImageError};
 
@@ -474,6 +474,9 @@ pub(crate) fn vma(
     }
     let path_len = named!(Vma, v.path_len);
     let shm_id = named!(Vma, v.shm_id);
+    if v.flags & VMA_EXE != 0 && kind != VMA_FILE {
+        return Err(ctx.bad(flags, "only a file mapping is the executable"));
+    }
     let shared = kind == VMA_SHMEM || kind == VMA_SYSV;
     if !shared && v.shm_id != 0 {
         return Err(ctx.bad(shm_id, "only a shared mapping names an object"));
@@ -488,7 +491,7 @@ pub(crate) fn vma(
             return Err(ctx.bad(path_len, "a file mapping needs a path"));
         }
         let pages = (v.end - v.start) / PAGE_SIZE;
-        if v.pgoff > (u64::MAX / PAGE_SIZE) - pages {
+        if v.pgoff > (MAX_LFS_FILESIZE / PAGE_SIZE) - pages {
             return Err(ctx.bad(named!(Vma, v.pgoff), "the mapping's end offset overflows"));
         }
     } else if v.path_len != 0 {
@@ -521,6 +524,17 @@ pub(crate) fn vma(
     Ok((v, Some(c_str(path))))
 }
 
+/// A second VMA flagged `CR_VMA_EXE` (restart takes one at most).
+pub(crate) fn second_exe(ctx: &Ctx, v: &Vma) -> ImageError {
+    ctx.bad(
+        named!(Vma, v.flags),
+        "a second mapping of the executable (CR_VMA_EXE)",
+    )
+}
+
+/// The largest file offset (`MAX_LFS_FILESIZE` on 64-bit).
+const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
+
 /// What `cr_shared_vma_valid()` checks of a shared mapping.
 fn shared_vma(ctx: &Ctx, v: &Vma) -> Result<(), ImageError> {
     let flags = named!(Vma, v.flags);
@@ -541,7 +555,7 @@ fn shared_vma(ctx: &Ctx, v: &Vma) -> Result<(), ImageError> {
         if v.prot & PROT_READ == 0 {
             return Err(ctx.bad(named!(Vma, v.prot), "a SysV segment is mapped readable"));
         }
-    } else if v.pgoff > (u64::MAX / PAGE_SIZE) - pages {
+    } else if v.pgoff > (MAX_LFS_FILESIZE / PAGE_SIZE) - pages {
         return Err(ctx.bad(named!(Vma, v.pgoff), "the mapping's end offset overflows"));
     }
     Ok(())

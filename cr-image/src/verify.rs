@@ -16,7 +16,7 @@ use crate::format::{
     c_str, File, ImageHeader, PagesHeader, RecordType, Thread, Wire, AUXV_WORDS,
     CHECKPOINT_INHERIT_STDIO, FD_CLOEXEC, FILE_CHR, FILE_DIR, FILE_EVENTFD, FILE_INHERIT,
     FILE_PIPE, FILE_REG, FILE_UNIX, MAX_PENDING, O_ACCMODE, O_RDONLY, O_WRONLY, PAGES_PER_CHUNK,
-    PAGE_SIZE, RESTART_NONE, VMA_FILE, VMA_PAGES,
+    PAGE_SIZE, RESTART_NONE, VMA_EXE, VMA_FILE, VMA_PAGES,
 };
 use crate::parser::{PagesSummary, Record};
 use crate::reader::Head;
@@ -257,6 +257,8 @@ pub(crate) struct Verifier {
     nr_vmas: u64,
     vmas: Vec<Span>,
     file_vmas: u64,
+    /// A VMA flagged `CR_VMA_EXE` was read.
+    exe_vma: bool,
     paths: Vec<String>,
     /// More distinct paths than `NOTED_PATHS`.
     more_paths: bool,
@@ -299,6 +301,7 @@ impl Verifier {
             nr_vmas: 0,
             vmas: Vec::new(),
             file_vmas: 0,
+            exe_vma: false,
             paths: Vec::new(),
             more_paths: false,
             page_vma: 0,
@@ -545,6 +548,12 @@ impl Verifier {
             RecordType::Vma => {
                 let prev_end = self.vmas.last().map_or(0, |s| s.end);
                 let (vma, path) = checks::vma(&ctx, payload, head.len, prev_end, self.vdso)?;
+                if vma.flags & VMA_EXE != 0 {
+                    if self.exe_vma {
+                        return Err(checks::second_exe(&ctx, &vma));
+                    }
+                    self.exe_vma = true;
+                }
                 self.vmas.push(Span {
                     start: vma.start,
                     end: vma.end,

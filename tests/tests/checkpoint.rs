@@ -51,6 +51,9 @@ fn restarted_process_keeps_its_state_and_counts_on() {
     lab.wait_count_above(dir, 3);
     let status_before = status_lines(&mut lab, pid);
     let maps_before = maps(&mut lab, pid);
+    let exe = |lab: &mut CrLab, pid: u32| lab.sh_ok(&format!("readlink /proc/{pid}/exe"));
+    let exe_before = exe(&mut lab, pid);
+    assert!(exe_before.trim().ends_with("/cr_target"), "{exe_before}");
 
     // Checkpoint, then kill the original.
     let out = lab.sh(&format!("$P/cr_dump -k {pid} $CG/full /tmp/full.img"));
@@ -73,9 +76,11 @@ fn restarted_process_keeps_its_state_and_counts_on() {
     lab.wait_count_above(dir, first + 3);
 
     // What /proc shows of it is the same as before: ids, groups, signal
-    // masks and handlers, capabilities, and every mapping.
+    // masks and handlers, capabilities, every mapping, and its executable
+    // (not cr_restart's).
     assert_eq!(status_lines(&mut lab, new), status_before);
     assert_eq!(maps(&mut lab, new), maps_before);
+    assert_eq!(exe(&mut lab, new), exe_before);
 
     lab.kill_target(dir);
     lab.shutdown();
@@ -200,7 +205,8 @@ fn open_files_survive_restart_and_changed_files_are_refused() {
             "resource fd 9 (anon_inode:[eventpoll]): an anonymous",
         ),
         ("memfd", "(a memfd or tmpfs file): not supported"),
-        ("sharedfile", "(a file): not supported"),
+        // Its file is on the guest's /tmp, a tmpfs.
+        ("sharedfile", "(a memfd or tmpfs file): not supported"),
         ("shmpart", "mapped in part or mprotect()ed, not supported"),
     ] {
         let dir = format!("/tmp/f-{mode}");
@@ -719,7 +725,7 @@ fn shared_anonymous_memory_is_the_callers_to_provide(lab: &mut CrLab) {
         ),
         (
             format!("- {ino}:7 7</dev/null"),
-            "the caller's fd 7 is not a tmpfs file open for reading and writing".into(),
+            "the caller's fd 7 is not shared anonymous memory open for reading and writing".into(),
         ),
         (
             format!("- {ino}:9"),

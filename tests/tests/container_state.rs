@@ -201,6 +201,18 @@ fn a_busybox_shell_loop_counts_on_in_another_vm() {
     let (vm_b, mut b) = boot(&sandbox, "shell-b", 384, Some(2));
     let restored = restore(&mut b, "loop", &image).unwrap();
     assert_counts_on(&mut b, restored.pid, "n", at);
+    // At its pace: each `sleep 0.2` sleeps. Busybox runs its applets
+    // through /proc/self/exe, which must be busybox again, not the agent
+    // that restored it.
+    let exe = exec(&mut b, "loop", "readlink /proc/1/exe");
+    assert_eq!(exe.trim(), "/bin/busybox");
+    let before = read(&mut b, restored.pid).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = read(&mut b, restored.pid).unwrap();
+    assert!(
+        after > before && after <= before + 12,
+        "2 s of `sleep 0.2` counted from {before} to {after}"
+    );
     b.container_delete("loop", true).unwrap();
     drop((a, b));
     drop((vm_a, vm_b));

@@ -114,8 +114,10 @@ pub const VMA_PAGES: u32 = 0x08;
 pub const VMA_SHMEM: u32 = 0x10;
 /// `CR_VMA_SYSV`: a SysV shm segment attached whole.
 pub const VMA_SYSV: u32 = 0x20;
+/// `CR_VMA_EXE`: a file mapping of the executable (`/proc/PID/exe`).
+pub const VMA_EXE: u32 = 0x40;
 /// Every VMA flag.
-pub const VMA_FLAGS_MASK: u32 = 0x3f;
+pub const VMA_FLAGS_MASK: u32 = 0x7f;
 
 /// Bytes of a record header (`struct cr_hdr`).
 pub const RECORD_HEADER_LEN: u32 = 8;

@@ -5,8 +5,8 @@
 use super::*;
 use crate::builder::VmaSpec;
 use crate::format::{
-    Rlimit, PROT_READ, PROT_WRITE, VMA_ANON, VMA_FILE, VMA_GROWSDOWN, VMA_PAGES, VMA_SHMEM,
-    VMA_SYSV,
+    Rlimit, PROT_READ, PROT_WRITE, VMA_ANON, VMA_EXE, VMA_FILE, VMA_GROWSDOWN, VMA_PAGES,
+    VMA_SHMEM, VMA_SYSV,
 };
 
 #[test]
@@ -56,7 +56,7 @@ fn vma_fields() {
         (|v| v.start += 1, "start", 0),
         (|v| v.end = v.start, "end", 8),
         (|v| v.prot = 8, "prot", 24),
-        (|v| v.flags |= 0x40, "flags", 28),
+        (|v| v.flags |= 0x80, "flags", 28),
         (|v| v.flags = VMA_FILE | VMA_SHMEM, "flags", 28),
         (|v| v.shm_id = 3, "shm_id", 40),
         (|v| v.flags = VMA_ANON | VMA_FILE, "flags", 28),
@@ -70,6 +70,15 @@ fn vma_fields() {
         change(&mut b.vmas[1].vma);
         expect_field(&b, RecordType::Vma, 1, field, offset);
     }
+    // The executable: a file mapping, one at most.
+    let mut b = ImageBuilder::new();
+    b.vmas[2].vma.flags |= VMA_EXE;
+    expect_field(&b, RecordType::Vma, 2, "flags", 28);
+    let mut b = ImageBuilder::new();
+    b.vmas[0].vma.flags |= VMA_EXE;
+    assert!(check(&b.build().bytes).is_ok());
+    b.vmas[1].vma.flags |= VMA_EXE;
+    expect_field(&b, RecordType::Vma, 1, "flags", 28);
     // The first VMA must not start in page 0 either.
     let mut b = ImageBuilder::new();
     b.vmas[0].vma.start = 0;
