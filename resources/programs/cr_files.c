@@ -1,7 +1,7 @@
 /*
  * cr_files: a process with known open files, for checkpoint/restart tests.
  *
- *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|sharedfile|shmpart|deleted]
+ *   cr_files <dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|signalfd|timerfd|shm|memfd|sharedfile|shmpart|deleted]
  *
  * Works in <dir> (its working directory) and keeps open:
  *   3  <dir>/data, read-write, at offset 4321 (the file is 10000 bytes)
@@ -12,7 +12,7 @@
  *   8  /dev/zero, read-only, close-on-exec
  * With a mode it also opens, at fd 9, one thing checkpoint must refuse (a
  * packet-mode pipe, a unix socket bound to <dir>/sock, a TCP socket, an
- * epoll instance; or maps a memfd or <dir>/shared shared, or attaches a
+ * epoll instance, a signalfd, a timerfd; or maps a memfd or <dir>/shared shared, or attaches a
  * SysV segment and makes part of it read-only) or that restart needs its
  * caller to provide (a pipe or a socketpair, at 9 and 10; a FIFO, an
  * eventfd; an attached SysV shared memory segment, removed); or, with
@@ -37,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/shm.h>
@@ -167,7 +169,7 @@ int main(int argc, char **argv)
 	int fd, sv[2];
 
 	if (argc < 2 || argc > 3 || argv[1][0] != '/') {
-		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|shm|memfd|sharedfile|shmpart|deleted]\n",
+		fprintf(stderr, "usage: %s <absolute dir> [pipe|packetpipe|fifo|socket|boundsocket|inet|eventfd|epoll|signalfd|timerfd|shm|memfd|sharedfile|shmpart|deleted]\n",
 			argv[0]);
 		return 2;
 	}
@@ -225,6 +227,14 @@ int main(int argc, char **argv)
 			ok = eventfd(0, 0) >= 0;
 		} else if (!strcmp(argv[2], "epoll")) {
 			ok = epoll_create1(0) >= 0;
+		} else if (!strcmp(argv[2], "signalfd")) {
+			sigset_t set;
+
+			sigemptyset(&set);
+			sigaddset(&set, SIGUSR2);
+			ok = signalfd(-1, &set, 0) >= 0;
+		} else if (!strcmp(argv[2], "timerfd")) {
+			ok = timerfd_create(CLOCK_MONOTONIC, 0) >= 0;
 		} else if (!strcmp(argv[2], "shm")) {
 			int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
 

@@ -204,6 +204,14 @@ fn open_files_survive_restart_and_changed_files_are_refused() {
             "epoll",
             "resource fd 9 (anon_inode:[eventpoll]): an anonymous",
         ),
+        (
+            "signalfd",
+            "resource fd 9 (anon_inode:[signalfd]): an anonymous",
+        ),
+        (
+            "timerfd",
+            "resource fd 9 (anon_inode:[timerfd]): an anonymous",
+        ),
         ("memfd", "(a memfd or tmpfs file): not supported"),
         // Its file is on the guest's /tmp, a tmpfs.
         ("sharedfile", "(a memfd or tmpfs file): not supported"),
