@@ -59,6 +59,24 @@ pub fn checkpoint_streamed(
     (report, image)
 }
 
+/// Checkpoints container `id` of `vm` (streamed), which the agent must
+/// refuse; its error message.
+pub fn checkpoint_refused(vm: &dyn Vm, id: &str) -> String {
+    let request = ContainerCheckpoint {
+        container: id.into(),
+        stream: true,
+        ..ContainerCheckpoint::default()
+    };
+    let mut agent = vm
+        .agent_endpoint()
+        .connect(Duration::from_secs(60))
+        .expect("connecting to the agent");
+    match agent.container_checkpoint(request, &mut Vec::new(), &mut |_| {}) {
+        Err(crvmm_protocol::ClientError::Agent(e)) => e.message,
+        other => panic!("checkpoint of {id} was not refused: {other:?}"),
+    }
+}
+
 /// Restores `image` as container `id` through `agent`.
 pub fn restore(
     agent: &mut AgentConnection,

@@ -16,10 +16,10 @@
 use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
-use crvmm_protocol::{BasicSpec, ClientError, ContainerCheckpoint, ExecRequest};
+use crvmm_protocol::{BasicSpec, ExecRequest};
 use crvmm_tests::ct::{
-    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_number,
-    container_sh, lab_count, restore, wait_lab_count_above, wait_verdict,
+    assert_counts_on, assert_kernel_clean, boot, checkpoint_refused, checkpoint_streamed,
+    container_number, container_sh, lab_count, restore, wait_lab_count_above, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -193,19 +193,7 @@ fn a_pipe_shared_with_the_outside_is_refused_by_name() {
     let outsider = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(!outsider.is_empty(), "{out:?}");
 
-    let request = ContainerCheckpoint {
-        container: "out".into(),
-        stream: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut conn = vm
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    let err = match conn.container_checkpoint(request, &mut Vec::new(), &mut |_| {}) {
-        Err(ClientError::Agent(e)) => e.message,
-        other => panic!("checkpoint: {other:?}"),
-    };
+    let err = checkpoint_refused(vm.as_ref(), "out");
     let expected = format!(
         "process 1 (cr_pipes) fd 10: a pipe shared with guest process {outsider}, outside the \
          container: not supported"

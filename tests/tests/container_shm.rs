@@ -12,14 +12,12 @@
 //! - A shared mapping of a memfd is refused, named, and the container
 //!   runs on.
 
-use std::time::Duration;
-
 use crvmm_cr_image::container::ShmKind;
 use crvmm_engine::agent::AgentConnection;
-use crvmm_protocol::{BasicSpec, ClientError, ContainerCheckpoint};
+use crvmm_protocol::BasicSpec;
 use crvmm_tests::ct::{
-    assert_kernel_clean, boot, checkpoint_streamed, container_sh, lab_count, restore,
-    wait_lab_count_above, wait_verdict,
+    assert_kernel_clean, boot, checkpoint_refused, checkpoint_streamed, container_sh, lab_count,
+    restore, wait_lab_count_above, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -134,19 +132,7 @@ fn a_memfd_shared_mapping_is_refused_by_name() {
     let info = a.container_create("memfd", spec, true).unwrap();
     wait_count_above(&mut a, info.pid, 3);
 
-    let request = ContainerCheckpoint {
-        container: "memfd".into(),
-        stream: true,
-        ..ContainerCheckpoint::default()
-    };
-    let mut conn = vm
-        .agent_endpoint()
-        .connect(Duration::from_secs(60))
-        .unwrap();
-    let err = match conn.container_checkpoint(request, &mut Vec::new(), &mut |_| {}) {
-        Err(ClientError::Agent(e)) => e.message,
-        other => panic!("checkpoint: {other:?}"),
-    };
+    let err = checkpoint_refused(vm.as_ref(), "memfd");
     for part in ["resource shared mapping", "memfd"] {
         assert!(err.contains(part), "{part:?} in {err}");
     }
