@@ -186,5 +186,13 @@ pub fn assert_kernel_clean(agent: &mut AgentConnection) {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap();
     let bad = crate::cr::kernel_problems(&log);
-    assert!(bad.is_empty(), "guest kernel: {bad:?}");
+    if let Some(first) = bad.first() {
+        // The report itself: from its first line on.
+        let report: Vec<&str> = log
+            .lines()
+            .skip_while(|l| !l.contains(&**first))
+            .take(80)
+            .collect();
+        panic!("guest kernel: {bad:?}\n{}", report.join("\n"));
+    }
 }

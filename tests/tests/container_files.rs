@@ -105,10 +105,11 @@ fn open_and_deleted_files_survive_container_migration() {
         "{names:?}"
     );
     // The second VM gets the files as they were at the checkpoint (the
-    // restored process changes them).
+    // restored process changes them), every one: the freeze may have
+    // caught a `state.tmp` open.
     let (vm_b, mut b) = boot(&sandbox, "files-b", 384, Some(2));
     guest_sh(&mut b, &format!("mkdir -p {GUEST_DIR}/files"));
-    for name in ["data", "log", "state"] {
+    for name in names {
         let bytes = a.read_file(&guest_path(name)).unwrap();
         b.write_file(&guest_path(name), &bytes, Some(0o644))
             .unwrap();
