@@ -598,13 +598,14 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
     );
     agent.container_delete("busy", true).unwrap();
 
-    // The kernel refuses an init with shared memory: the error names the
-    // process, the errno and the kernel's reason, the image ends with it.
-    let target = format!("{PROGRAMS}/cr_target");
+    // The kernel refuses an init with a shared memfd mapping: the error
+    // names the process, the errno and the kernel's reason, the image ends
+    // with it.
+    let target = format!("{PROGRAMS}/cr_files");
     let info = agent
         .container_create(
             "shared",
-            BasicSpec::new([target.as_str(), "/tmp/t", "1", "shared"]).to_json(),
+            BasicSpec::new([target.as_str(), "/tmp/t", "memfd"]).to_json(),
             true,
         )
         .unwrap();
@@ -612,9 +613,10 @@ fn failed_checkpoints_leave_the_container_running_and_say_why() {
     let (err, bytes) = checkpoint_err(vm, streamed("shared"));
     assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
     for part in [
-        "dumping process 1 (cr_target",
+        "dumping process 1 (cr_files",
         "EOPNOTSUPP",
         "resource shared mapping",
+        "(a memfd or tmpfs file)",
         "thawed again, it runs on",
     ] {
         assert!(err.message.contains(part), "{part:?} in {err}");
