@@ -212,11 +212,11 @@ impl<R: Read> ContainerReader<R> {
                 Ok(Some(Event::Header(Box::new(manifest))))
             }
             (State::Between, CT_REC_SHM) if self.next_index == 0 => {
-                let (index, offset) = (le_u32(p, 0), le_u64(p, 8));
-                let len = p.len().saturating_sub(SHM_FIXED);
                 if p.len() < SHM_FIXED || le_u32(p, 4) != 0 {
                     return Err(bad("malformed shared memory record".into()));
                 }
+                let (index, offset) = (le_u32(p, 0), le_u64(p, 8));
+                let len = p.len() - SHM_FIXED;
                 let m = self.manifest.as_ref().expect("after the header");
                 check_data(m, self.shm_at, index, offset, len).map_err(bad)?;
                 self.shm_at = (index, offset + len as u64);

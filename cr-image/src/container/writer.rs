@@ -176,7 +176,7 @@ impl<W: Write> ContainerWriter<W> {
         self.bytes
     }
 
-    fn record(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
+    pub(super) fn record(&mut self, kind: u32, payload: &[u8]) -> io::Result<()> {
         self.write_record(kind, payload, true)
     }
 

@@ -123,3 +123,14 @@ fn shared_memory_manifests_are_checked() {
         .verify()
         .is_ok());
 }
+
+/// An SHM record too short for its fixed part is refused, not read past.
+#[test]
+fn a_short_shared_memory_record_is_refused() {
+    let m = with_shm();
+    let mut w = ContainerWriter::new(Vec::new(), &m).unwrap();
+    w.record(CT_REC_SHM, &[0u8; 4]).unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let what = bad_what(ContainerReader::new(&bytes[..]).verify().unwrap_err());
+    assert!(what.contains("malformed shared memory record"), "{what}");
+}
