@@ -490,10 +490,7 @@ pub(crate) fn vma(
         if v.path_len < 2 {
             return Err(ctx.bad(path_len, "a file mapping needs a path"));
         }
-        let pages = (v.end - v.start) / PAGE_SIZE;
-        if v.pgoff > (MAX_LFS_FILESIZE / PAGE_SIZE) - pages {
-            return Err(ctx.bad(named!(Vma, v.pgoff), "the mapping's end offset overflows"));
-        }
+        end_offset_fits(ctx, &v)?;
     } else if v.path_len != 0 {
         return Err(ctx.bad(path_len, "an anonymous mapping has no path"));
     } else if v.pgoff != 0 {
@@ -544,7 +541,6 @@ fn shared_vma(ctx: &Ctx, v: &Vma) -> Result<(), ImageError> {
     if v.path_len != 0 {
         return Err(ctx.bad(named!(Vma, v.path_len), "a shared mapping has no path"));
     }
-    let pages = (v.end - v.start) / PAGE_SIZE;
     if v.flags & VMA_SYSV != 0 {
         if v.pgoff != 0 {
             return Err(ctx.bad(named!(Vma, v.pgoff), "a SysV segment is mapped whole"));
@@ -555,7 +551,16 @@ fn shared_vma(ctx: &Ctx, v: &Vma) -> Result<(), ImageError> {
         if v.prot & PROT_READ == 0 {
             return Err(ctx.bad(named!(Vma, v.prot), "a SysV segment is mapped readable"));
         }
-    } else if v.pgoff > (MAX_LFS_FILESIZE / PAGE_SIZE) - pages {
+    } else {
+        end_offset_fits(ctx, v)?;
+    }
+    Ok(())
+}
+
+/// The offset of a mapping's end is a file offset `mmap()` takes.
+fn end_offset_fits(ctx: &Ctx, v: &Vma) -> Result<(), ImageError> {
+    let pages = (v.end - v.start) / PAGE_SIZE;
+    if v.pgoff > (MAX_LFS_FILESIZE / PAGE_SIZE) - pages {
         return Err(ctx.bad(named!(Vma, v.pgoff), "the mapping's end offset overflows"));
     }
     Ok(())

@@ -349,7 +349,7 @@ pub fn checkpoint<S: Write>(
         let (manifest, pipe_data, shared) =
             manifest(&container, &request, kernel_format).map_err(|e| (e, None))?;
         let sink = ImageSink::new(sink, request.zstd).map_err(|e| (DumpError::Header(e), None))?;
-        dump_image(sink, &manifest, (&pipe_data, &shared), &status)
+        dump_image(sink, &manifest, &pipe_data, &shared, &status)
             .map(|(written, part)| (manifest, written, part))
     });
     if stalled {
@@ -535,7 +535,8 @@ type Failed<'a, S> = (DumpError, Option<Box<Writer<'a, S>>>);
 fn dump_image<'a, S: Write>(
     sink: ImageSink<'a, S>,
     manifest: &Manifest,
-    (pipe_data, shared): (&[Vec<u8>], &shm::SharedMemory),
+    pipe_data: &[Vec<u8>],
+    shared: &shm::SharedMemory,
     status: &SinkStatus,
 ) -> Result<(Written, Option<PartFile>), Failed<'a, S>> {
     let mut writer =

@@ -33,6 +33,7 @@ mod restorer;
 pub mod spec;
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -214,4 +215,17 @@ impl ContainerError {
             | ContainerError::ExitTimeout { .. } => ErrorKind::Io,
         }
     }
+}
+
+/// A new memfd (close-on-exec) named `name`.
+pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(name).expect("no NUL in the name");
+    // SAFETY: memfd_create reads the NUL-terminated name, which lives for
+    // the call, and returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

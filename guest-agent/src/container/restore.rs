@@ -19,7 +19,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -363,27 +363,14 @@ fn remove_segments(id: &str, init: i32, manifest: &Manifest) {
     if removed.is_empty() {
         return;
     }
-    let result = File::open(format!("/proc/{init}/ns/ipc")).and_then(|ns| {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    // SAFETY: setns on a descriptor we own, for this thread.
-                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    for &shmid in &removed {
-                        // SAFETY: IPC_RMID takes no buffer.
-                        let r =
-                            unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
-                        if r < 0 {
-                            return Err(io::Error::last_os_error());
-                        }
-                    }
-                    Ok(())
-                })
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("thread died")))
-        })
+    let result = Namespace::Ipc.run_in(init, || {
+        for &shmid in &removed {
+            // SAFETY: IPC_RMID takes no buffer.
+            if unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     });
     if let Err(e) = result {
         log!("container {id}: cannot mark its removed SysV shm segments removed again: {e}");
@@ -439,14 +426,9 @@ fn load(input: impl Read) -> Result<Loaded, RestoreError> {
 }
 
 fn memfd(index: u32) -> Result<File, RestoreError> {
-    let name = std::ffi::CString::new(format!("crvmm-image-{index}")).expect("no NUL");
-    // SAFETY: a valid C string; the new descriptor is owned by the File.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(RestoreError::Memfd(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is new and owned by nothing else.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    super::memfd(&format!("crvmm-image-{index}"))
+        .map(File::from)
+        .map_err(RestoreError::Memfd)
 }
 
 fn check_kernel(manifest: &Manifest) -> Result<(), RestoreError> {

@@ -514,7 +514,7 @@ fn dump_one<W: Write>(
     // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int. A
     // refusal only leaves the default size.
     unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-    let log = memfd("crvmm-checkpoint-log").map_err(prepare)?;
+    let log = super::super::memfd("crvmm-checkpoint-log").map_err(prepare)?;
     let logfd = log.as_raw_fd();
     let guest_pid = entry.guest_pid;
     writer.begin_process(entry.pid).map_err(write_error)?;
@@ -621,19 +621,6 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both descriptors were just created and nothing else owns them.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// An anonymous, close-on-exec file in memory.
-fn memfd(name: &str) -> io::Result<OwnedFd> {
-    let name = std::ffi::CString::new(name).expect("no NUL in the name");
-    // SAFETY: memfd_create reads the NUL-terminated name, which lives for
-    // the call, and returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just created and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Makes sure a write into a pipe whose reader is gone fails with EPIPE
@@ -772,7 +759,7 @@ mod tests {
 
     #[test]
     fn the_log_file_is_read_back_on_one_line() {
-        let log = memfd("test-log").unwrap();
+        let log = crate::container::memfd("test-log").unwrap();
         let mut file = File::from(log.try_clone().unwrap());
         file.write_all(b"checkpoint: pid 5: first\n\ncheckpoint: pid 5: second\n")
             .unwrap();

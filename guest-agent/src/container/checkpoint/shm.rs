@@ -20,6 +20,7 @@ use std::os::unix::fs::FileExt;
 
 use crvmm_cr_image::container::{ContainerWriter, ProcessEntry, ShmEntry, ShmKind};
 
+use super::super::spec::Namespace;
 use super::dump::DumpError;
 
 /// Bytes read at a time.
@@ -252,30 +253,17 @@ pub fn parse_sysvipc(line: &str) -> Option<ShmEntry> {
 /// Every segment of the IPC namespace of guest process `init`, with a
 /// descriptor on each (from a thread that enters the namespace).
 fn sysv_segments(init: i32) -> Result<Vec<(ShmEntry, File)>, DumpError> {
-    let proc_error = |file, source| DumpError::Proc {
+    let segments = Namespace::Ipc.run_in(init, || {
+        let list = std::fs::read_to_string("/proc/sysvipc/shm")?;
+        let entries = list.lines().skip(1).filter_map(parse_sysvipc);
+        entries
+            .map(|entry| open_segment(&entry).map(|file| (entry, file)))
+            .collect()
+    });
+    segments.map_err(|source| DumpError::Proc {
         pid: init as u32,
-        file,
+        file: "sysvipc/shm",
         source,
-    };
-    let ns = File::open(format!("/proc/{init}/ns/ipc")).map_err(|e| proc_error("ns/ipc", e))?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns on a descriptor we own, for this thread.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } < 0 {
-                    return Err(proc_error("ns/ipc", io::Error::last_os_error()));
-                }
-                let list = std::fs::read_to_string("/proc/sysvipc/shm")
-                    .map_err(|e| proc_error("sysvipc/shm", e))?;
-                let mut out = Vec::new();
-                for entry in list.lines().skip(1).filter_map(parse_sysvipc) {
-                    let file = open_segment(&entry).map_err(|e| proc_error("sysvipc/shm", e))?;
-                    out.push((entry, file));
-                }
-                Ok(out)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(proc_error("sysvipc/shm", io::Error::other("thread died"))))
     })
 }
 

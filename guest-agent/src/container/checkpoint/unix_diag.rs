@@ -4,9 +4,10 @@
 //! socketpair.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::super::spec::Namespace;
 
 /// `SOCK_DIAG_BY_FAMILY`.
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -33,21 +34,7 @@ pub struct UnixSocket {
 /// The AF_UNIX sockets of the network namespace of guest process `pid`,
 /// by inode.
 pub fn unix_sockets(pid: u32) -> io::Result<HashMap<u64, UnixSocket>> {
-    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
-    // A thread of our own enters the namespace (a network namespace is a
-    // thread's), asks, and ends.
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns on a descriptor we own, for this thread.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                query()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the sock_diag thread panicked")))
-    })
+    Namespace::Network.run_in(pid as i32, query)
 }
 
 fn query() -> io::Result<HashMap<u64, UnixSocket>> {

@@ -13,7 +13,7 @@
 //! keep the objects.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crvmm_cr_image::container::{ShmEntry, ShmKind};
 
@@ -28,10 +28,6 @@ struct Object {
     addr: *mut u8,
     len: usize,
 }
-
-// SAFETY: the mappings are ours alone (no other handle to them exists)
-// and are only touched through `&mut Staged`.
-unsafe impl Send for Staged {}
 
 impl Staged {
     /// Makes every object of `entries`, empty (zero).
@@ -120,32 +116,27 @@ fn anonymous(size: u64) -> io::Result<Object> {
     let len = page_len(size)?;
     let addr = map(len, -1)?;
     let start = addr as usize;
-    let path = format!("/proc/self/map_files/{start:x}-{:x}\0", start + len);
-    // SAFETY: open on a NUL-terminated path; the descriptor is new.
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        unmap(addr, len);
-        return Err(e);
+    let path = format!("/proc/self/map_files/{start:x}-{:x}", start + len);
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => Ok(Object {
+            fd: file.into(),
+            addr,
+            len,
+        }),
+        Err(e) => {
+            unmap(addr, len);
+            Err(e)
+        }
     }
-    Ok(Object {
-        // SAFETY: `fd` is new and owned by nothing else.
-        fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        addr,
-        len,
-    })
 }
 
 fn staging(size: u64, index: usize) -> io::Result<Object> {
     let len = page_len(size)?;
-    let name = format!("crvmm-shm-{index}\0");
-    // SAFETY: memfd_create on a NUL-terminated name; the descriptor is new.
-    let fd = unsafe { libc::memfd_create(name.as_ptr().cast(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is new and owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = super::super::memfd(&format!("crvmm-shm-{index}"))?;
     // SAFETY: ftruncate on a descriptor we own.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } < 0 {
         return Err(io::Error::last_os_error());

@@ -54,6 +54,31 @@ impl Namespace {
             Namespace::Network => libc::CLONE_NEWNET,
         }
     }
+
+    /// Runs `f` in a thread of the agent's own that has entered this
+    /// namespace of guest process `pid` (IPC and network namespaces are a
+    /// thread's; the agent's other threads stay where they are).
+    pub fn run_in<T: Send>(
+        self,
+        pid: i32,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        use std::os::fd::AsRawFd;
+        let path = format!("/proc/{pid}/ns/{}", self.proc_name());
+        let ns = std::fs::File::open(path)?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns on a descriptor we own, for this thread.
+                    if unsafe { libc::setns(ns.as_raw_fd(), self.clone_flag()) } < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a namespace thread panicked")))
+        })
+    }
 }
 
 /// One range of an ID mapping.
