@@ -179,6 +179,13 @@ pub fn assert_counts_on(agent: &mut AgentConnection, init: u32, file: &str, at: 
     }
 }
 
+/// Deletes container `id` (killing it), then checks the guest's kernel
+/// log (`assert_kernel_clean`).
+pub fn delete_clean(agent: &mut AgentConnection, id: &str) {
+    agent.container_delete(id, true).unwrap();
+    assert_kernel_clean(agent);
+}
+
 /// The guest's kernel log has no oops, BUG, WARNING or KASAN report.
 pub fn assert_kernel_clean(agent: &mut AgentConnection) {
     let log = agent

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ExecRequest};
-use crvmm_tests::ct::{assert_kernel_clean, boot, checkpoint_streamed, container_sh, restore};
+use crvmm_tests::ct::{boot, checkpoint_streamed, container_sh, delete_clean, restore};
 use crvmm_tests::Sandbox;
 
 /// The guest directory, and where the container sees it.
@@ -124,10 +124,8 @@ fn open_and_deleted_files_survive_container_migration() {
     assert!(link.starts_with(&format!("{DIR}/")), "{link}");
     assert!(link.contains("(deleted)"), "{link}");
 
-    a.container_delete("again", true).unwrap();
-    b.container_delete("files", true).unwrap();
-    assert_kernel_clean(&mut a);
-    assert_kernel_clean(&mut b);
+    delete_clean(&mut a, "again");
+    delete_clean(&mut b, "files");
     drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ExecRequest};
 use crvmm_tests::ct::{
-    assert_counts_on, assert_kernel_clean, boot, checkpoint_refused, checkpoint_streamed,
-    container_number, container_sh, lab_count, restore, wait_lab_count_above, wait_verdict,
+    assert_counts_on, boot, checkpoint_refused, checkpoint_streamed, container_number,
+    container_sh, delete_clean, lab_count, restore, wait_lab_count_above, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -131,10 +131,8 @@ fn a_pipe_and_a_fifo_keep_their_bytes_across_restore() {
     restore(&mut b, "pipes", &image).unwrap();
     assert_restored(&mut b, "pipes", at, &fds);
 
-    a.container_delete("again", true).unwrap();
-    b.container_delete("pipes", true).unwrap();
-    assert_kernel_clean(&mut a);
-    assert_kernel_clean(&mut b);
+    delete_clean(&mut a, "again");
+    delete_clean(&mut b, "pipes");
     drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();

@@ -16,8 +16,8 @@ use crvmm_cr_image::container::ShmKind;
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::BasicSpec;
 use crvmm_tests::ct::{
-    assert_kernel_clean, boot, checkpoint_refused, checkpoint_streamed, container_sh, lab_count,
-    restore, wait_lab_count_above, wait_verdict,
+    boot, checkpoint_refused, checkpoint_streamed, container_sh, delete_clean, lab_count, restore,
+    wait_lab_count_above, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -111,10 +111,8 @@ fn shared_memory_stays_shared_across_restore() {
     restore(&mut b, "shm", &image).unwrap();
     assert_passes(&mut b, "shm", at);
 
-    a.container_delete("again", true).unwrap();
-    b.container_delete("shm", true).unwrap();
-    assert_kernel_clean(&mut a);
-    assert_kernel_clean(&mut b);
+    delete_clean(&mut a, "again");
+    delete_clean(&mut b, "shm");
     drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();
@@ -139,8 +137,7 @@ fn a_memfd_shared_mapping_is_refused_by_name() {
     // It runs on, its shared memory as it was.
     let now = count(&mut a, info.pid).unwrap();
     assert_passes(&mut a, "memfd", now);
-    a.container_delete("memfd", true).unwrap();
-    assert_kernel_clean(&mut a);
+    delete_clean(&mut a, "memfd");
     drop(a);
     drop(vm);
     sandbox.assert_clean();

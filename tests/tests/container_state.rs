@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crvmm_engine::agent::AgentConnection;
 use crvmm_protocol::{BasicSpec, ExecRequest};
 use crvmm_tests::ct::{
-    assert_counts_on, assert_kernel_clean, boot, checkpoint_streamed, container_number,
-    container_sh as exec, lab_count, restore, wait_verdict,
+    assert_counts_on, boot, checkpoint_streamed, container_number, container_sh as exec,
+    delete_clean, lab_count, restore, wait_verdict,
 };
 use crvmm_tests::Sandbox;
 
@@ -106,10 +106,8 @@ fn threads_signals_and_timers_survive_container_migration() {
     restore_as(&mut b, "suite");
     assert_restored(&mut b, "suite", at, &ids);
 
-    a.container_delete("again", true).unwrap();
-    b.container_delete("suite", true).unwrap();
-    assert_kernel_clean(&mut a);
-    assert_kernel_clean(&mut b);
+    delete_clean(&mut a, "again");
+    delete_clean(&mut b, "suite");
     drop((a, b));
     drop((vm_a, vm_b));
     sandbox.assert_clean();
