@@ -94,15 +94,64 @@ fn make_segment(p: &Prepared, s: &Segment, i: usize) {
         if addr as isize == -1 {
             fail(p, Step::RestoreShm, i);
         }
-        let mut at = 0;
-        while at < s.size {
-            let to = addr.cast::<u8>().add(at).cast();
-            let n = libc::pread(s.content, to, s.size - at, at as libc::off_t);
+        if !copy_data(s.content, addr.cast(), s.size) {
+            fail(p, Step::RestoreShm, i);
+        }
+        libc::shmdt(addr);
+    }
+}
+
+/// Copies what memfd `from` holds (its data, not its holes: those stay
+/// zero and take no page) to the `size` bytes at `to`; false on an error.
+///
+/// # Safety
+///
+/// `to` must be writable for `size` bytes.
+unsafe fn copy_data(from: RawFd, to: *mut u8, size: usize) -> bool {
+    let mut at = 0;
+    while at < size {
+        // SAFETY: lseek on a descriptor of this process.
+        let data = unsafe { libc::lseek(from, at as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data after `at`.
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(from, data, libc::SEEK_HOLE) };
+        if hole < data {
+            return false;
+        }
+        at = data as usize;
+        let end = (hole as usize).min(size);
+        while at < end {
+            // SAFETY: `at..end` is within the `size` writable bytes.
+            let n = unsafe { libc::pread(from, to.add(at).cast(), end - at, at as libc::off_t) };
             if n <= 0 {
-                fail(p, Step::RestoreShm, i);
+                return false;
             }
             at += n as usize;
         }
-        libc::shmdt(addr);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn only_the_data_of_the_memfd_is_copied() {
+        let file = std::fs::File::from(super::super::super::memfd("test").unwrap());
+        file.set_len(5 * 4096 + 10).unwrap();
+        file.write_all_at(b"abc", 2 * 4096 + 1).unwrap();
+        file.write_all_at(b"end", 5 * 4096 + 7).unwrap();
+        // What is not copied keeps its bytes: the holes are not written.
+        let mut to = vec![7u8; 5 * 4096 + 10];
+        // SAFETY: `to` is writable for its length.
+        assert!(unsafe { super::copy_data(file.as_raw_fd(), to.as_mut_ptr(), to.len()) });
+        assert_eq!(&to[2 * 4096 + 1..2 * 4096 + 4], b"abc");
+        assert_eq!(&to[5 * 4096 + 7..], b"end");
+        assert_eq!(to[0], 7, "a hole is left alone");
     }
 }
